@@ -1,0 +1,43 @@
+"""Backend registry. Each entry maps the CLI name to ``module:Class``; modules are imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+from edgeq.backends.base import Backend, ExportedFiles
+from edgeq.errors import BackendError
+
+REGISTRY: dict[str, str] = {
+    "onnx-fp32": "edgeq.backends.onnx_fp32:OnnxFp32",
+    "onnx-fp16": "edgeq.backends.onnx_fp16:OnnxFp16",
+    "onnx-qdq": "edgeq.backends.onnx_qdq:OnnxQdq",
+}
+
+
+def backend_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class for a CLI name; a one-line error listing valid names otherwise."""
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise BackendError(f"unknown backend {name!r}; choose from: {', '.join(REGISTRY)} or 'all'") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def resolve(names: list[str]) -> list[str]:
+    """Expand 'all', drop duplicates, keep order, and reject unknown names."""
+    out: list[str] = []
+    for name in names or ["all"]:
+        for item in list(REGISTRY) if name == "all" else [name]:
+            if item not in REGISTRY:
+                get_backend(item)  # raises the one-line "unknown backend" error
+            if item not in out:
+                out.append(item)
+    return out
+
+
+__all__ = ["Backend", "ExportedFiles", "REGISTRY", "backend_names", "get_backend", "resolve"]

@@ -1,0 +1,64 @@
+"""The backend protocol: one module per backend, each turning a ModelSource + calibration set into files.
+
+A backend only *writes* an artifact. Loading and running artifacts (for verification and benchmarks) is the
+job of the runtime adapters in ``targets/runner.py`` (importable as ``edgeq.targets.runner``), chosen by the
+artifact's file type, so the same code runs on the host and on a bare device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from edgeq.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from edgeq.models.base import ModelSource
+    from edgeq.types import ExportOptions, SampleSet
+
+Runtime = Literal["onnxruntime", "openvino", "tflite"]
+Precision = Literal["fp32", "fp16", "int8", "dynamic"]
+
+
+@dataclass
+class ExportedFiles:
+    """What a backend wrote into its output directory."""
+
+    main: Path
+    """The file a runtime opens (model.onnx, model.xml, model.tflite); siblings it needs sit beside it."""
+    recipe: dict[str, object] = field(default_factory=dict)
+    """The settings actually used (quantization types, per-channel, calibration method …), for the manifest."""
+    notes: list[str] = field(default_factory=list)
+    """Human-readable remarks shown in the export table (e.g. why a setting was chosen)."""
+
+
+class Backend:
+    """Base class for every backend. Subclasses set the class attributes and implement ``export``."""
+
+    name: ClassVar[str]
+    runtime: ClassVar[Runtime]
+    precision: ClassVar[Precision]
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Importable module names this backend needs at export time."""
+    pip_extra: ClassVar[str] = "all"
+    needs_calibration: ClassVar[bool] = False
+
+    @classmethod
+    def missing_packages(cls) -> list[str]:
+        return [m for m in cls.requires if importlib.util.find_spec(m) is None]
+
+    @classmethod
+    def check_available(cls) -> None:
+        missing = cls.missing_packages()
+        if missing:
+            raise BackendUnavailable(
+                f"backend {cls.name} needs {', '.join(missing)}: pip install 'edgeq[{cls.pip_extra}]'"
+            )
+
+    def export(
+        self, source: ModelSource, calib: SampleSet | None, out_dir: Path, options: ExportOptions
+    ) -> ExportedFiles:
+        """Write the artifact into ``out_dir`` (an empty temporary directory) and describe it."""
+        raise NotImplementedError

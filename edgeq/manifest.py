@@ -1,0 +1,133 @@
+"""manifest.json: the versioned record of one export. ``edgeq manifest-schema`` prints its JSON Schema.
+
+Compatibility rule: later versions only *add* optional fields; readers ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+MANIFEST_NAME = "manifest.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Quantization(_Model):
+    """Affine quantization of an integer model input/output: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+
+class TensorInfo(_Model):
+    name: str
+    shape: list[int | str]
+    dtype: str
+    quantization: Quantization | None = None
+
+
+class ModelInfo(_Model):
+    name: str
+    source: str = Field(description="Path of the user's model as given.")
+    sha256: str
+    framework: Literal["onnx", "torch", "keras", "tf"]
+    layout: str = Field("NCHW", description="Input layout every artifact keeps (NCHW, NHWC or other).")
+    inputs: list[TensorInfo] = []
+    outputs: list[TensorInfo] = []
+
+
+class CalibrationInfo(_Model):
+    source: str
+    samples: int
+    seed: int
+    preprocessing: dict[str, object] = {}
+    method: str = "minmax"
+    holdout_source: str | None = None
+    holdout_samples: int = 0
+
+
+class Verification(_Model):
+    """Fidelity of an artifact against the FP32 source model on held-out inputs (never calibration inputs)."""
+
+    samples: int
+    cosine_min: float
+    cosine_mean: float
+    max_abs_error: float
+    mean_abs_error: float
+    top1_agreement: float | None = Field(None, description="Fraction of samples whose arg-max matches FP32.")
+    runtime_version: str | None = None
+
+
+class FileEntry(_Model):
+    path: str = Field(description="Relative to the artifact directory.")
+    size_bytes: int
+    sha256: str
+
+
+class Artifact(_Model):
+    backend: str
+    runtime: str
+    precision: str
+    status: Literal["ok", "failed", "skipped"] = "ok"
+    error: str | None = None
+    path: str | None = Field(None, description="Main file, relative to the manifest's directory.")
+    files: list[FileEntry] = []
+    size_bytes: int = Field(0, description="All files of the artifact (e.g. model.onnx + model.onnx.data).")
+    sha256: str | None = Field(None, description="Digest over the artifact's files (sorted by path).")
+    inputs: list[TensorInfo] = []
+    outputs: list[TensorInfo] = []
+    layout: str | None = None
+    recipe: dict[str, object] = {}
+    notes: list[str] = []
+    export_seconds: float | None = None
+    verification: Verification | None = None
+
+
+class Manifest(_Model):
+    schema_version: str = SCHEMA_VERSION
+    model: ModelInfo
+    calibration: CalibrationInfo | None = None
+    artifacts: list[Artifact] = []
+    tools: dict[str, str] = {}
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def artifact(self, backend: str) -> Artifact:
+        for art in self.artifacts:
+            if art.backend == backend:
+                return art
+        raise KeyError(backend)
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        return cls.model_validate_json(Path(path).read_text())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so readers see either the old or the new content, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def manifest_json_schema() -> str:
+    return json.dumps(Manifest.model_json_schema(), indent=2)

@@ -1,0 +1,78 @@
+"""The model-source interface: what every input format (ONNX, PyTorch, Keras/TF) offers to the backends."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgeq.errors import UnsupportedConversion
+from edgeq.types import Feeds, Layout, TensorSpec
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelSource(ABC):
+    """A loaded user model. Backends ask it for the representation they consume.
+
+    ``inputs`` have concrete batch-1 shapes (dynamic dims fixed from ``--input-shape``). ``layout`` is the
+    layout of the first image-like input as the *source* framework expects it; every artifact keeps it.
+    """
+
+    framework: ClassVar[str]
+
+    def __init__(self, path: Path, name: str, inputs: list[TensorSpec], output_names: list[str], layout: Layout):
+        self.path = path
+        self.name = name
+        self.inputs = inputs
+        self.output_names = output_names
+        self.layout = layout
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._onnx_path: Path | None = None
+
+    @property
+    def workdir(self) -> Path:
+        """A private scratch directory that lives as long as this source (intermediate conversions)."""
+        if self._workdir is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix=f"edgeq-{self.name}-")
+        return Path(self._workdir.name)
+
+    def sha256(self) -> str:
+        return sha256_file(self.path) if self.path.is_file() else hashlib.sha256(str(self.path).encode()).hexdigest()
+
+    def onnx_path(self) -> Path:
+        """The FP32 ONNX form (converted once, cached). Sibling ``.data`` files may accompany it."""
+        if self._onnx_path is None:
+            self._onnx_path = self._to_onnx(self.workdir / "fp32")
+        return self._onnx_path
+
+    @abstractmethod
+    def _to_onnx(self, out_dir: Path) -> Path:
+        """Convert to FP32 ONNX inside ``out_dir`` (created here) and return the .onnx path."""
+
+    def torch_module(self) -> Any:
+        """The eager ``torch.nn.Module`` (PyTorch sources only)."""
+        raise UnsupportedConversion(f"{self.framework} model {self.name} has no PyTorch form")
+
+    def keras_model(self) -> Any:
+        """The Keras / TF model (TensorFlow sources only)."""
+        raise UnsupportedConversion(f"{self.framework} model {self.name} has no TensorFlow form")
+
+    @abstractmethod
+    def reference(self, feeds: Feeds) -> list[np.ndarray]:
+        """Run the original FP32 model in its own framework; the ground truth for fidelity."""
+
+    def close(self) -> None:
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None

@@ -1,0 +1,42 @@
+"""Small value types shared by every stage: model → calibration → export → verify → bench → report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]
+"""One model invocation's inputs, by input name. Calibration and evaluation samples have batch size 1."""
+
+Layout = Literal["NCHW", "NHWC", "other"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, concrete shape (batch 1), numpy dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+class SampleSet(Protocol):
+    """A re-iterable, streaming set of samples (calibration or held-out). Each item is one batch-1 ``Feeds``."""
+
+    def __iter__(self) -> Iterator[Feeds]: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class ExportOptions:
+    """Knobs every backend may read. Backends ignore what does not apply to them."""
+
+    calib_method: str = "minmax"
+    tflite_io: Literal["int8", "float"] = "int8"
+    threads: int = 1
+    opset: int = 17
+    extra: dict[str, object] = field(default_factory=dict)
