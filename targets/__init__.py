@@ -1,0 +1,1 @@
+"""Self-contained on-device runner (importable on the host as ``edgeq.targets``)."""
