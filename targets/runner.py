@@ -390,8 +390,8 @@ class TfliteSession(Session):
         values = self.ordered_feeds(feeds)
         prepared = []
         resized = False
-        for i, value in enumerate(_pairs(self.inputs, values)):
-            raw, arr = self._input_details[i], _to_input_dtype(value[1], value[0])
+        for i, (detail, value) in enumerate(_pairs(self.inputs, values)):
+            raw, arr = self._input_details[i], _to_input_dtype(value, detail)
             if list(arr.shape) != [int(x) for x in raw["shape"]]:
                 self._interpreter.resize_tensor_input(raw["index"], list(arr.shape))
                 resized = True
