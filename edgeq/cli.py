@@ -1,0 +1,72 @@
+"""The ``edgeq`` command line. Start-up imports only light modules; each command imports what it needs.
+
+Commands live in ``edgeq/commands/<group>.py``; this file only registers them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from edgeq.commands import export as export_cmd
+from edgeq.errors import EdgeqError
+
+app = typer.Typer(
+    name="edgeq",
+    help="Calibrate, quantize, verify and benchmark neural networks for edge devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state: dict[str, Any] = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from edgeq import __version__
+
+        typer.echo(f"edgeq {__version__}")
+        raise typer.Exit()
+    _state["debug"] = debug
+
+
+app.command("export")(export_cmd.export)
+app.command("backends")(export_cmd.backends)
+app.command("manifest-schema")(export_cmd.manifest_schema)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors print one line (no traceback unless --debug) and exit non-zero."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, standalone_mode=False)
+    except EdgeqError as exc:
+        if "--debug" in args:
+            raise
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return 1
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""``edgeq export``, ``edgeq backends`` and ``edgeq manifest-schema``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeq.types import ExportOptions
+
+
+def export(
+    model: str = typer.Argument(..., help="model.onnx | path/to/file.py:ClassName | program.pt2 | model.keras | SavedModel dir"),
+    calib: str = typer.Option(..., "--calib", help="Calibration data: image folder, .npy, .npz, recipe .yaml, sklearn-digits:SPLIT"),
+    backend: list[str] = typer.Option(["all"], "--backend", "-b", help="Backend name (repeatable) or 'all'; see `edgeq backends`."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output directory: OUT/<model>/<backend>/ + manifest.json"),
+    weights: Path | None = typer.Option(None, "--weights", help="PyTorch weights: .safetensors or a weights-only .pt state dict"),
+    input_shape: list[str] | None = typer.Option(None, "--input-shape", help="name=1x3x224x224 (repeatable); fixes dynamic dims"),
+    calib_samples: int = typer.Option(300, "--calib-samples", min=1, help="Calibration samples (seeded subset)"),
+    holdout: str | None = typer.Option(None, "--holdout", help="Held-out data for verification (default: unused calibration samples)"),
+    holdout_samples: int = typer.Option(200, "--holdout-samples", min=0, help="Held-out samples for verification"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the calibration/held-out split"),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | percentile | entropy | mse (per backend support)"),
+    tflite_io: str = typer.Option("int8", "--tflite-io", help="TFLite INT8 model I/O: int8 (quantized) or float"),
+) -> None:
+    """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
+    from edgeq.pipeline import ExportRequest, run_export
+    from edgeq.report.export_table import print_export_table
+    from edgeq.ui import console, status
+
+    if tflite_io not in ("int8", "float"):
+        raise typer.BadParameter("--tflite-io must be int8 or float")
+    request = ExportRequest(
+        model=model, calib=calib, backends=backend, out=out, weights=weights, input_shapes=input_shape,
+        calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
+        options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io),  # type: ignore[arg-type]
+    )
+    with status() as show:
+        manifest = run_export(request, on_step=show)
+    print_export_table(manifest, out / manifest.model.name)
+    failed = [a for a in manifest.artifacts if a.status == "failed"]
+    if failed and len(failed) == len([a for a in manifest.artifacts if a.backend in request.backends or "all" in request.backends]):
+        console.print("[red]every requested backend failed[/red]")
+        raise typer.Exit(1)
+
+
+def backends() -> None:
+    """List every backend, whether its packages are installed, and their versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from rich.table import Table
+
+    from edgeq.backends import REGISTRY, get_backend
+    from edgeq.ui import console
+
+    table = Table(title="edgeq backends")
+    for col in ("backend", "runtime", "precision", "available", "packages"):
+        table.add_column(col)
+    for name in REGISTRY:
+        cls = get_backend(name)
+        missing = cls.missing_packages()
+        versions = []
+        for module in cls.requires:
+            dist = {"ai_edge_litert": "ai-edge-litert", "litert_torch": "litert-torch",
+                    "onnxconverter_common": "onnxconverter-common", "tensorflow": "tensorflow-cpu"}.get(module, module)
+            try:
+                versions.append(f"{dist} {version(dist)}")
+            except PackageNotFoundError:
+                versions.append(f"{dist} [red]missing[/red]")
+        available = "[green]yes[/green]" if not missing else f"[red]no[/red] (pip install 'edgeq[{cls.pip_extra}]')"
+        table.add_row(name, cls.runtime, cls.precision, available, ", ".join(versions))
+    console.print(table)
+
+
+def manifest_schema() -> None:
+    """Print the JSON Schema of manifest.json."""
+    from edgeq.manifest import manifest_json_schema
+
+    typer.echo(manifest_json_schema())

@@ -1,0 +1,171 @@
+"""PyTorch input: ``file.py:ClassName`` + ``--weights`` (safetensors or a weights-only state dict), or a ``.pt2``."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.errors import ModelError
+from edgeq.models.base import ModelSource, sha256_file
+from edgeq.models.shapes import guess_layout, shape_for
+from edgeq.types import Feeds, TensorSpec
+
+
+def _import_file(path: Path):
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    module_name = f"edgeq_user_{path.stem}_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"cannot import {path} as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - user code may raise anything
+        raise ModelError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def load_state_dict(weights: Path) -> dict[str, Any]:
+    """Tensors from ``.safetensors`` or a ``.pt``/``.pth`` state dict, never unpickling arbitrary objects."""
+    import torch
+
+    if not weights.is_file():
+        raise ModelError(f"weights file not found: {weights}")
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(weights))
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt files raise many types
+        raise ModelError(f"cannot read weights {weights}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{weights} is not a state dict of tensors (save model.state_dict(), not the model)")
+    return state
+
+
+class TorchSource(ModelSource):
+    """An eager ``nn.Module`` in eval mode with concrete example inputs."""
+
+    framework = "torch"
+
+    def __init__(self, path: Path, name: str, module: Any, inputs: list[TensorSpec], weights: Path | None):
+        output_names = ["output"]
+        super().__init__(path, name, inputs, output_names, guess_layout(inputs))
+        self.module = module.eval()
+        self.weights = weights
+        with self._no_grad():
+            outputs = self._call(self.example_inputs())
+        self.output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+
+    @classmethod
+    def from_spec(cls, spec: str, weights: Path | None, input_shapes: dict[str, tuple[int, ...]]) -> TorchSource:
+        """``path/to/file.py:ClassName`` → instantiated module with weights loaded."""
+        import torch
+
+        file_part, _, class_name = spec.rpartition(":")
+        path = Path(file_part)
+        module = _import_file(path)
+        klass = getattr(module, class_name, None)
+        if not (inspect.isclass(klass) and issubclass(klass, torch.nn.Module)):
+            found = [n for n, v in vars(module).items() if inspect.isclass(v) and issubclass(v, torch.nn.Module)
+                     and v.__module__ == module.__name__]
+            raise ModelError(f"no torch.nn.Module class {class_name!r} in {path}; found: {', '.join(found) or 'none'}")
+        try:
+            net = klass()
+        except TypeError as exc:
+            raise ModelError(f"{class_name}() needs arguments ({exc}); give it defaults") from None
+        if weights is not None:
+            state = load_state_dict(weights)
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                first = str(exc).splitlines()
+                raise ModelError(f"weights {weights.name} do not fit {class_name}: {' '.join(first[1:3]).strip()[:200]}") from None
+        params = [p for p in inspect.signature(net.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        default_shape = getattr(net, "input_shape", None)
+        inputs = []
+        for index, param in enumerate(params):
+            shape = shape_for(param.name, index, input_shapes)
+            if shape is None and index == 0 and default_shape is not None:
+                shape = tuple(default_shape)
+            if shape is None:
+                if param.default is not inspect.Parameter.empty:
+                    continue
+                raise ModelError(f"PyTorch input {param.name!r} needs a shape: --input-shape {param.name}=1x3x224x224")
+            inputs.append(TensorSpec(param.name, tuple(shape), "float32"))
+        return cls(path, class_name.lower() if weights is None else weights.stem, net, inputs, weights)
+
+    @classmethod
+    def from_exported_program(cls, path: Path) -> TorchSource:
+        """A ``torch.export`` ``.pt2`` archive; input shapes come from its example inputs."""
+        import torch
+
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{path} is not a readable torch.export program: {type(exc).__name__}") from None
+        examples = program.example_inputs
+        if examples is None:
+            raise ModelError(f"{path} carries no example inputs; re-export with torch.export.export(model, args)")
+        args, _kwargs = examples
+        names = [spec.arg.name for spec in program.graph_signature.input_specs
+                 if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+        inputs = [TensorSpec(n, tuple(a.shape), str(a.dtype).removeprefix("torch.")) for n, a in zip(names, args)]
+        return cls(path, path.stem, program.module(), inputs, None)
+
+    def sha256(self) -> str:
+        return sha256_file(self.weights) if self.weights else super().sha256()
+
+    @staticmethod
+    def _no_grad():
+        import torch
+
+        return torch.no_grad()
+
+    def example_inputs(self, feeds: Feeds | None = None) -> tuple[Any, ...]:
+        """Torch tensors for each input, from ``feeds`` or zeros of the declared shapes."""
+        import torch
+
+        if feeds is None:
+            return tuple(torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype)) for spec in self.inputs)
+        return tuple(torch.from_numpy(np.ascontiguousarray(feeds[spec.name])) for spec in self.inputs)
+
+    def _call(self, args: tuple[Any, ...]) -> list[Any]:
+        out = self.module(*args)
+        if isinstance(out, dict):
+            out = list(out.values())
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    def torch_module(self) -> Any:
+        return self.module
+
+    def _to_onnx(self, out_dir: Path) -> Path:
+        import torch
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = out_dir / "model.onnx"
+        try:
+            torch.onnx.export(
+                self.module, self.example_inputs(), str(out), dynamo=True, opset_version=18,
+                input_names=[s.name for s in self.inputs], output_names=self.output_names, verbose=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - exporter errors are long; keep the first line
+            raise ModelError(f"torch.onnx.export failed for {self.name}: {str(exc).splitlines()[0][:200]}") from None
+        return out
+
+    def reference(self, feeds: Feeds) -> list[np.ndarray]:
+        with self._no_grad():
+            return [t.detach().numpy() for t in self._call(self.example_inputs(feeds))]

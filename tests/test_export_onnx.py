@@ -1,0 +1,105 @@
+"""`edgeq export` to ONNX FP32/FP16/QDQ from PyTorch and ONNX inputs, verification and the manifest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeq.cli import main
+from edgeq.manifest import Manifest
+
+
+def _export(args: list[str]) -> int:
+    return main(["export", *args])
+
+
+def test_tiny_torch_to_onnx_fp32_fp16_qdq(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
+    code = _export([f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "32",
+                    "-b", "onnx-fp32", "-b", "onnx-fp16", "-b", "onnx-qdq", "--out", str(tmp_path)])
+    assert code == 0
+    model_dir = tmp_path / "tinycnn"
+    manifest = Manifest.read(model_dir / "manifest.json")
+    assert [a.backend for a in manifest.artifacts] == ["onnx-fp32", "onnx-fp16", "onnx-qdq"]
+    assert manifest.calibration is not None and manifest.calibration.samples == 32
+    assert manifest.calibration.holdout_samples == 32  # the 32 samples not used for calibration
+    for art in manifest.artifacts:
+        assert art.status == "ok", art.error
+        assert (model_dir / art.path).is_file()
+        assert art.size_bytes == sum((model_dir / art.backend / f.path).stat().st_size for f in art.files)
+        assert art.verification is not None and art.verification.samples == 32
+    fp32, fp16, qdq = manifest.artifacts
+    assert fp32.verification.max_abs_error < 1e-4
+    assert fp16.verification.cosine_min > 0.999
+    assert qdq.verification.cosine_min > 0.98
+    assert qdq.recipe["per_channel"] is True and qdq.recipe["format"] == "QDQ"
+    assert 0.2 < fp16.size_bytes / fp32.size_bytes < 0.75
+    # no temporary build directories are left behind
+    assert sorted(p.name for p in model_dir.iterdir()) == ["manifest.json", "onnx-fp16", "onnx-fp32", "onnx-qdq"]
+
+
+def test_manifest_round_trip_and_schema(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path, capsys) -> None:
+    assert _export([f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "16",
+                    "--holdout-samples", "8", "-b", "onnx-fp32", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "tinycnn" / "manifest.json"
+    manifest = Manifest.read(path)
+    assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
+    assert json.loads(path.read_text())["schema_version"] == "1.0"
+    assert manifest.tools["onnxruntime"] and manifest.model.framework == "torch"
+    capsys.readouterr()
+    assert main(["manifest-schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"schema_version", "model", "artifacts", "tools", "created_at"} <= set(schema["properties"])
+
+
+def test_second_export_keeps_other_artifacts(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
+    args = [f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "16", "--out", str(tmp_path)]
+    assert _export([*args, "-b", "onnx-fp32"]) == 0
+    assert _export([*args, "-b", "onnx-fp16"]) == 0
+    manifest = Manifest.read(tmp_path / "tinycnn" / "manifest.json")
+    assert [a.backend for a in manifest.artifacts] == ["onnx-fp32", "onnx-fp16"]
+
+
+@pytest.fixture(scope="module")
+def example_export(example_model: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("example")
+    code = _export([example_model["model"], "--weights", example_model["weights"], "--calib", example_model["calib"],
+                    "-b", "onnx-fp32", "-b", "onnx-qdq", "--out", str(out)])
+    assert code == 0
+    return out / "digits_cnn"
+
+
+def _check_example_manifest(model_dir: Path) -> None:
+    manifest = Manifest.read(model_dir / "manifest.json")
+    fp32, qdq = manifest.artifact("onnx-fp32"), manifest.artifact("onnx-qdq")
+    assert fp32.status == qdq.status == "ok"
+    assert qdq.size_bytes <= 0.30 * fp32.size_bytes, (qdq.size_bytes, fp32.size_bytes)
+    assert qdq.verification.samples >= 200  # the eval split, never the calibration split
+    assert qdq.verification.top1_agreement >= 0.99
+
+
+def test_example_from_pytorch(example_export: Path) -> None:
+    _check_example_manifest(example_export)
+
+
+def test_example_from_its_onnx_export(example_export: Path, example_model: dict[str, str], tmp_path: Path) -> None:
+    onnx_model = example_export / "onnx-fp32" / "model.onnx"
+    assert _export([str(onnx_model), "--calib", example_model["calib"], "-b", "onnx-fp32", "-b", "onnx-qdq",
+                    "--out", str(tmp_path)]) == 0
+    _check_example_manifest(tmp_path / "model")
+
+
+def test_int8_artifact_runs_with_only_numpy_and_onnxruntime(example_export: Path) -> None:
+    code = f"""
+import sys, numpy as np, onnxruntime as ort
+s = ort.InferenceSession({str(example_export / 'onnx-qdq' / 'model.onnx')!r}, providers=["CPUExecutionProvider"])
+inp = s.get_inputs()[0]
+out = s.run(None, {{inp.name: np.zeros(inp.shape, np.float32)}})[0]
+assert out.shape == (1, 10), out.shape
+heavy = {{"torch", "tensorflow", "openvino", "edgeq", "onnx"}} & set(sys.modules)
+assert not heavy, heavy
+"""
+    subprocess.run([sys.executable, "-I", "-c", code], check=True)
