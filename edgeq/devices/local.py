@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,27 +26,37 @@ from edgeq.devices.base import (
 from edgeq.errors import DeviceError
 
 
-def run_process(argv: list[str], timeout_s: float, cwd: Path | None = None,
-                env: dict[str, str] | None = None) -> tuple[str, str, int | None, int | None, bool]:
+def run_process(argv: list[str], timeout_s: float, cwd: Path | None = None, env: dict[str, str] | None = None,
+                stdin_path: Path | None = None, stdout_path: Path | None = None,
+                ) -> tuple[str, str, int | None, int | None, bool]:
     """Run ``argv`` in its own process group; returns (stdout, stderr, returncode, signal, timed_out).
 
+    ``stdin_path``/``stdout_path`` connect stdin/stdout to files (binary); then the returned stdout is "".
     On timeout the whole group is killed (runtimes may start helper threads/processes)."""
-    try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                text=True, errors="replace", cwd=cwd, env=env, start_new_session=True)
-    except OSError as exc:
-        raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        stdout, stderr = proc.communicate()
-        return stdout, stderr, proc.returncode, None, True
-    except BaseException:  # Ctrl-C: never leave a runner behind
-        _kill_group(proc)
-        proc.wait()
-        raise
+    with contextlib.ExitStack() as stack:
+        stdin = stack.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
+        stdout_target = stack.enter_context(open(stdout_path, "wb")) if stdout_path else subprocess.PIPE
+        try:
+            proc = subprocess.Popen(argv, stdout=stdout_target, stderr=subprocess.PIPE, stdin=stdin, cwd=cwd,
+                                    env=env, start_new_session=True)
+        except OSError as exc:
+            raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+        timed_out = False
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, err = proc.communicate()
+            timed_out = True
+        except BaseException:  # Ctrl-C: never leave a runner behind
+            _kill_group(proc)
+            proc.wait()
+            raise
+    stdout = (out or b"").decode(errors="replace")
+    stderr = (err or b"").decode(errors="replace")
     code = proc.returncode
+    if timed_out:
+        return stdout, stderr, code, None, True
     return stdout, stderr, code, (-code if code is not None and code < 0 else None), False
 
 
