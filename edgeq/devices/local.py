@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ def run_process(argv: list[str], timeout_s: float, cwd: Path | None = None, env:
         except OSError as exc:
             raise DeviceError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         timed_out = False
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -52,6 +55,9 @@ def run_process(argv: list[str], timeout_s: float, cwd: Path | None = None, env:
             _kill_group(proc)
             proc.wait()
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
     stdout = (out or b"").decode(errors="replace")
     stderr = (err or b"").decode(errors="replace")
     code = proc.returncode
@@ -60,7 +66,19 @@ def run_process(argv: list[str], timeout_s: float, cwd: Path | None = None, env:
     return stdout, stderr, code, (-code if code is not None and code < 0 else None), False
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_running() -> None:
+    """Kill every runner/ssh process started by ``run_process`` (Ctrl-C: they run in their own sessions)."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
