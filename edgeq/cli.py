@@ -10,7 +10,9 @@ from typing import Any
 
 import typer
 
+from edgeq.commands import bench as bench_cmd
 from edgeq.commands import export as export_cmd
+from edgeq.commands.devices import devices_app
 from edgeq.errors import EdgeqError
 
 app = typer.Typer(
@@ -39,6 +41,8 @@ def _root(
 app.command("export")(export_cmd.export)
 app.command("backends")(export_cmd.backends)
 app.command("manifest-schema")(export_cmd.manifest_schema)
+app.command("bench")(bench_cmd.bench)
+app.add_typer(devices_app, name="devices")
 
 
 def main(argv: list[str] | None = None) -> int:
