@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from edgeq.commands import bench as bench_cmd
+from edgeq.commands import explain as explain_cmd
 from edgeq.commands import export as export_cmd
 from edgeq.commands.devices import devices_app
 from edgeq.errors import EdgeqError
@@ -41,6 +42,7 @@ def _root(
 app.command("export")(export_cmd.export)
 app.command("backends")(export_cmd.backends)
 app.command("manifest-schema")(export_cmd.manifest_schema)
+app.command("explain")(explain_cmd.explain)
 app.command("bench")(bench_cmd.bench)
 app.add_typer(devices_app, name="devices")
 
