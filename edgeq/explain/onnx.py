@@ -59,7 +59,10 @@ def heavy_ops(path: Path) -> tuple[list[HeavyOp], bool]:
 
 def _activations(model: Path, feeds: list[Feeds], tmp: Path) -> dict:
     from onnxruntime.quantization import CalibrationDataReader
-    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        modify_model_output_intermediate_tensors,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
