@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors print one line (no traceback unless --debug) and exit non-zero."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)  # click returns typer.Exit's code here
+        if isinstance(code, int) and code:
+            return code
     except EdgeqError as exc:
         if "--debug" in args:
             raise
