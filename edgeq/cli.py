@@ -13,6 +13,8 @@ import typer
 from edgeq.commands import bench as bench_cmd
 from edgeq.commands import explain as explain_cmd
 from edgeq.commands import export as export_cmd
+from edgeq.commands import package as package_cmd
+from edgeq.commands import report as report_cmd
 from edgeq.commands.devices import devices_app
 from edgeq.errors import EdgeqError
 
@@ -44,6 +46,8 @@ app.command("backends")(export_cmd.backends)
 app.command("manifest-schema")(export_cmd.manifest_schema)
 app.command("explain")(explain_cmd.explain)
 app.command("bench")(bench_cmd.bench)
+app.command("report")(report_cmd.report)
+app.command("package")(package_cmd.package)
 app.add_typer(devices_app, name="devices")
 
 

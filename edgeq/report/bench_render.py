@@ -1,0 +1,209 @@
+"""Renderers of the benchmark report: rich table (grouped by device), Markdown, CSV, JSON; HTML is in bench_html."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+
+from edgeq.report.bench_report import Report, ReportRow, is_fraction_metric
+
+FORMATS = ("table", "md", "csv", "json", "html")
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}" if digits <= 2 else f"{value:.1f}"
+    return f"{value:.{digits}f}" if abs(value) >= 1 else f"{value:.{digits + 1}g}"
+
+
+def _metric(row: ReportRow) -> str:
+    if row.metric is None:
+        return ""
+    return f"{100 * row.metric:.1f}" if is_fraction_metric(row.metric_name) else f"{row.metric:.4g}"
+
+
+def _delta(row: ReportRow) -> str:
+    if row.metric_delta is None:
+        return ""
+    unit = " pt" if is_fraction_metric(row.metric_name) else ""
+    mark = "" if row.delta_same_runtime else "*"
+    return f"{row.metric_delta:+.1f}{unit}{mark}"
+
+
+def _fidelity(row: ReportRow) -> str:
+    parts = []
+    if row.cosine_min is not None:
+        parts.append(f"cos {row.cosine_min:.4f}")
+    if row.top1_agreement is not None:
+        parts.append(f"agree {100 * row.top1_agreement:.1f}%")
+    return ", ".join(parts)
+
+
+def _speedup(row: ReportRow) -> str:
+    return f"{row.speedup:.2f}×" if row.speedup is not None else ""
+
+
+def _status(row: ReportRow) -> str:
+    if row.status != "ok":
+        return f"FAILED: {row.error or 'no reason recorded'}"
+    return "ok (emulated timing)" if row.emulated else "ok"
+
+
+def metric_header(report: Report) -> str:
+    name = next((r.metric_name for r in report.rows if r.metric_name), None)
+    if name is None:
+        return "metric"
+    label = name.replace("top", "top-") if name.startswith("top") else name
+    return f"{label} %" if is_fraction_metric(name) else label
+
+
+Column = tuple[str, str, Callable[[ReportRow], str]]
+
+
+def columns(report: Report) -> list[Column]:
+    """(key, header, formatter) of every displayed column, in order."""
+    return [
+        ("device", "device", lambda r: r.device + (" (emulated)" if r.emulated else "")),
+        ("model", "model", lambda r: r.model),
+        ("backend", "backend", lambda r: r.backend),
+        ("precision", "prec.", lambda r: r.precision),
+        ("threads", "thr", lambda r: str(r.threads)),
+        ("size_mb", "size MB", lambda r: _num(r.size_mb, 3)),
+        ("load_ms", "load ms", lambda r: _num(r.load_ms, 1)),
+        ("p50_ms", "p50 ms", lambda r: _num(r.p50_ms, 3)),
+        ("p90_ms", "p90 ms", lambda r: _num(r.p90_ms, 3)),
+        ("p99_ms", "p99 ms", lambda r: _num(r.p99_ms, 3)),
+        ("throughput", "inf/s", lambda r: _num(r.throughput, 1)),
+        ("peak_rss_mb", "RSS MB", lambda r: _num(r.peak_rss_mb, 0)),
+        ("metric", metric_header(report), _metric),
+        ("metric_delta", "Δ vs FP32", _delta),
+        ("fidelity", "fidelity vs FP32", _fidelity),
+        ("speedup", "speed-up vs FP32", _speedup),
+        ("status", "status", _status),
+    ]
+
+
+_ALWAYS = ("backend", "precision", "threads", "status")
+
+
+def visible_columns(report: Report) -> list[Column]:
+    """Columns for the per-device views: no device column, model only with several models, no all-empty columns."""
+    several_models = len({r.model for r in report.rows}) > 1
+    return [c for c in columns(report)
+            if c[0] != "device" and (c[0] != "model" or several_models)
+            and (c[0] in _ALWAYS or any(c[2](r) for r in report.rows))]
+
+
+def _footnotes(report: Report) -> list[str]:
+    notes = ["speed-up: p50 of the FP32 artifact of the same runtime, device and threads ÷ this p50 "
+             "(> 1 is faster); not computed on emulated devices."]
+    if any(not r.delta_same_runtime for r in report.rows if r.metric_delta is not None):
+        notes.append("Δ marked * is against the FP32 artifact of another runtime (no FP32 of the same runtime).")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def render_table(report: Report, width: int | None = None, color: bool = True) -> str:
+    """The rich table, one per device, as text (ANSI colours when ``color``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width or 200, force_terminal=color, color_system="standard" if color else None,
+                      highlight=False)
+    cols = visible_columns(report)
+    for device in report.devices():
+        rows = [r for r in report.rows if r.device == device]
+        emulated = rows[0].emulated
+        title = f"{device} ({rows[0].device_kind})" + (" · EMULATED: timings not meaningful, not ranked" if emulated else "")
+        table = Table(title=title, title_justify="left")
+        for key, header, _ in cols:
+            table.add_column(header, justify="left" if key in ("model", "backend", "precision", "status", "fidelity")
+                             else "right", overflow="fold")
+        for row in rows:
+            style = "red" if row.status != "ok" else ("dim" if emulated else None)
+            table.add_row(*[fmt(row) for _, _, fmt in cols], style=style)
+        console.print(table)
+    if report.anomalies:
+        console.print("[bold]Findings[/bold]")
+        for note in report.anomalies:
+            console.print(f" • {note}", markup=False)
+    for problem in report.problems:
+        console.print(f"[yellow]warning:[/yellow] {problem}")
+    for note in _footnotes(report):
+        console.print(f"[dim]{note}[/dim]")
+    return buffer.getvalue()
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: Report) -> str:
+    """A Markdown section per device, then findings and footnotes."""
+    cols = visible_columns(report)
+    lines = ["# edgeq benchmark report", ""]
+    for device in report.devices():
+        rows = [r for r in report.rows if r.device == device]
+        heading = f"## {device} ({rows[0].device_kind})"
+        if rows[0].emulated:
+            heading += " — emulated: timings not meaningful, not ranked"
+        lines += [heading, "", "| " + " | ".join(h for _, h, _ in cols) + " |",
+                  "|" + "|".join("---" if k in ("model", "backend", "precision", "status", "fidelity") else "---:"
+                                 for k, _, _ in cols) + "|"]
+        lines += ["| " + " | ".join(_md_escape(fmt(r)) for _, _, fmt in cols) + " |" for r in rows]
+        lines.append("")
+    if report.anomalies:
+        lines += ["## Findings", ""] + [f"- {_md_escape(n)}" for n in report.anomalies] + [""]
+    if report.problems:
+        lines += ["## Unreadable results", ""] + [f"- {_md_escape(p)}" for p in report.problems] + [""]
+    lines += [f"_{n}_" for n in _footnotes(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _clean(value: object) -> object:
+    """Floats to 6 significant digits (no 3.9099999999999997 in machine-readable output)."""
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
+def render_csv(report: Report) -> str:
+    """Raw numbers, one row per cell (every ReportRow field)."""
+    buffer = io.StringIO()
+    fields = list(asdict(report.rows[0])) if report.rows else []
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in report.rows:
+        writer.writerow({k: ("" if v is None else _clean(v)) for k, v in asdict(row).items()})
+    return buffer.getvalue()
+
+
+def render_json(report: Report) -> str:
+    data = report.to_json()
+    data["rows"] = [{k: _clean(v) for k, v in row.items()} for row in data["rows"]]  # type: ignore[attr-defined]
+    return json.dumps(data, indent=2) + "\n"
+
+
+def render(report: Report, fmt: str, color: bool = False) -> str:
+    """The report in one of FORMATS."""
+    if fmt == "table":
+        return render_table(report, color=color)
+    if fmt == "md":
+        return render_markdown(report)
+    if fmt == "csv":
+        return render_csv(report)
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "html":
+        from edgeq.report.bench_html import render_html
+
+        return render_html(report)
+    from edgeq.errors import EdgeqError
+
+    raise EdgeqError(f"unknown report format {fmt!r}; choose from: {', '.join(FORMATS)}")
