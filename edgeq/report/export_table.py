@@ -41,13 +41,20 @@ def print_export_table(manifest: Manifest, model_dir: Path) -> None:
     table = Table(title=f"edgeq export · {manifest.model.name} ({manifest.model.framework}) · fidelity vs FP32 on "
                         f"{held} held-out samples", title_justify="left")
     for col, justify in [("backend", "left"), ("prec.", "left"), ("size MB", "right"), ("× FP32", "right"),
-                         ("cos min", "right"), ("top-1 agree", "right"), ("max |err|", "right"), ("export s", "right"),
-                         ("notes", "left")]:
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+                         ("cos min", "right"), ("top-1 agree", "right"), ("max |err|", "right"), ("export s", "right")]:
+        table.add_column(col, justify=justify, no_wrap=col == "backend")  # type: ignore[arg-type]
+    notes = []
     for row in export_rows(manifest):
         style = {"failed": "red", "skipped": "yellow"}.get(row["status"])
-        detail = row["detail"] if row["status"] == "ok" else f"{row['status'].upper()}: {row['detail']}"
+        if row["status"] != "ok":
+            table.add_row(row["backend"], row["precision"], f"{row['status'].upper()}", style=style)
+            notes.append(f"[{style}]{row['backend']}: {row['detail']}[/{style}]")
+            continue
         table.add_row(row["backend"], row["precision"], row["size_mb"], row["size_ratio"], row["cosine_min"],
-                      row["top1_agreement"], row["max_abs_error"], row["export_s"], detail, style=style)
+                      row["top1_agreement"], row["max_abs_error"], row["export_s"])
+        if row["detail"]:
+            notes.append(f"{row['backend']}: {row['detail']}")
     console.print(table)
+    for note in notes:
+        console.print(f"  {note}")
     console.print(f"manifest: {model_dir / 'manifest.json'}")

@@ -1,0 +1,47 @@
+"""Calibration recipes: a YAML file naming a data source, its preprocessing, and optionally a held-out source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgeq.calibration.preprocess import Preprocess
+from edgeq.errors import CalibrationError
+
+
+class SourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["images", "arrays", "sklearn-digits"]
+    path: str | None = None
+    split: str | None = None
+
+    def to_spec(self, base: Path) -> str:
+        if self.kind == "sklearn-digits":
+            return f"sklearn-digits:{self.split or 'calib'}"
+        if not self.path:
+            raise CalibrationError(f"recipe source of kind {self.kind!r} needs a 'path'")
+        path = Path(self.path).expanduser()
+        return str(path if path.is_absolute() else base / path)
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    source: SourceSpec
+    holdout: SourceSpec | None = None
+    preprocess: Preprocess = Preprocess()
+
+
+def load_recipe(path: Path) -> Recipe:
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Recipe.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise CalibrationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CalibrationError(f"{path}: {where}: {first['msg']}") from None
