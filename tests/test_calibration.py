@@ -34,7 +34,7 @@ def test_image_folder_preprocess_and_labels(tmp_path: Path) -> None:
     assert len(data) == 12
     sample = data[0]["images"]
     assert sample.shape == (1, 3, 16, 16) and sample.dtype == np.float32
-    assert 0.0 <= sample.min() and sample.max() <= 1.0  # default scale 1/255
+    assert sample.min() >= 0.0 and sample.max() <= 1.0  # default scale 1/255
     assert {data.label(i) for i in range(len(data))} == {0, 1}
     nhwc = open_dataset(folder, [TensorSpec("images", (1, 16, 16, 3))], layout="NHWC")
     np.testing.assert_allclose(nhwc[0]["images"], sample.transpose(0, 2, 3, 1))
