@@ -21,7 +21,7 @@ tr.failed td { color: #b00020; background: #fff3f3; } tr.emulated td { color: #6
 .scroll { overflow-x: auto; } .plot { width: 100%; max-width: 1100px; height: 460px; }
 """
 
-_LEFT = ("model", "backend", "precision", "status", "fidelity")
+_LEFT = ("model", "backend", "precision", "status")
 
 
 def _e(text: object) -> str:

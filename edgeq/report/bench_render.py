@@ -37,13 +37,12 @@ def _delta(row: ReportRow) -> str:
     return f"{row.metric_delta:+.1f}{unit}{mark}"
 
 
-def _fidelity(row: ReportRow) -> str:
-    parts = []
-    if row.cosine_min is not None:
-        parts.append(f"cos {row.cosine_min:.4f}")
-    if row.top1_agreement is not None:
-        parts.append(f"agree {100 * row.top1_agreement:.1f}%")
-    return ", ".join(parts)
+def _cosine(row: ReportRow) -> str:
+    return f"{row.cosine_min:.4f}" if row.cosine_min is not None else ""
+
+
+def _agreement(row: ReportRow) -> str:
+    return f"{100 * row.top1_agreement:.1f}" if row.top1_agreement is not None else ""
 
 
 def _speedup(row: ReportRow) -> str:
@@ -84,7 +83,8 @@ def columns(report: Report) -> list[Column]:
         ("peak_rss_mb", "RSS MB", lambda r: _num(r.peak_rss_mb, 0)),
         ("metric", metric_header(report), _metric),
         ("metric_delta", "Δ vs FP32", _delta),
-        ("fidelity", "fidelity vs FP32", _fidelity),
+        ("cosine_min", "cos min vs FP32", _cosine),
+        ("top1_agreement", "top-1 agree %", _agreement),
         ("speedup", "speed-up vs FP32", _speedup),
         ("status", "status", _status),
     ]
@@ -119,18 +119,25 @@ def render_table(report: Report, width: int | None = None, color: bool = True) -
     console = Console(file=buffer, width=width or 200, force_terminal=color, color_system="standard" if color else None,
                       highlight=False)
     cols = visible_columns(report)
+    show_model = len({r.model for r in report.rows}) > 1
     for device in report.devices():
         rows = [r for r in report.rows if r.device == device]
         emulated = rows[0].emulated
         title = f"{device} ({rows[0].device_kind})" + (" · EMULATED: timings not meaningful, not ranked" if emulated else "")
         table = Table(title=title, title_justify="left")
         for key, header, _ in cols:
-            table.add_column(header, justify="left" if key in ("model", "backend", "precision", "status", "fidelity")
-                             else "right", overflow="fold")
+            table.add_column(header, justify="left" if key in ("model", "backend", "precision", "status") else "right",
+                             no_wrap=key in ("backend", "precision"), overflow="fold")
         for row in rows:
             style = "red" if row.status != "ok" else ("dim" if emulated else None)
-            table.add_row(*[fmt(row) for _, _, fmt in cols], style=style)
+            table.add_row(*[("FAILED ↓" if key == "status" and row.status != "ok" else fmt(row)) for key, _, fmt in cols],
+                          style=style)
         console.print(table)
+        for row in rows:
+            if row.status != "ok":
+                console.print(f"  [red]FAILED[/red] {row.backend} ×{row.threads}"
+                              f"{' (' + row.model + ')' if show_model else ''}: {row.error or 'no reason recorded'}",
+                              highlight=False, markup=True)
     if report.anomalies:
         console.print("[bold]Findings[/bold]")
         for note in report.anomalies:
@@ -156,7 +163,7 @@ def render_markdown(report: Report) -> str:
         if rows[0].emulated:
             heading += " — emulated: timings not meaningful, not ranked"
         lines += [heading, "", "| " + " | ".join(h for _, h, _ in cols) + " |",
-                  "|" + "|".join("---" if k in ("model", "backend", "precision", "status", "fidelity") else "---:"
+                  "|" + "|".join("---" if k in ("model", "backend", "precision", "status") else "---:"
                                  for k, _, _ in cols) + "|"]
         lines += ["| " + " | ".join(_md_escape(fmt(r)) for _, _, fmt in cols) + " |" for r in rows]
         lines.append("")
