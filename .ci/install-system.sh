@@ -10,3 +10,4 @@ need() {  # need BINARY PACKAGE...: install PACKAGEs when BINARY is missing
   apt-get install -y -qq "$@" >/dev/null
 }
 need /usr/sbin/sshd openssh-server openssh-client   # tests/test_ssh_device.py (real sshd on 127.0.0.1)
+need /usr/bin/chromium chromium                     # tests/test_report_browser.py (headless HTML report render)
