@@ -84,9 +84,10 @@ def model_card(manifests: list[Manifest], report: Report | None = None) -> str:
         info = manifest.model
         lines += [f"## {info.name}", "",
                   f"- source: `{info.source}` ({info.framework}), sha256 `{info.sha256[:16]}…`",
-                  f"- input layout: {info.layout}; exported {manifest.created_at}", ""]
+                  f"- input layout: {info.layout}; exported {manifest.created_at}"]
         if manifest.tools:
-            lines += ["- tools: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.tools.items())), ""]
+            lines.append("- tools: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.tools.items())))
+        lines.append("")
         lines += ["### Inputs", ""] + _tensor_rows(info.inputs) + [""]
         lines += ["### Outputs", ""] + _tensor_rows(info.outputs) + [""]
         lines += ["### Preprocessing and calibration", ""] + _calibration(manifest) + [""]
