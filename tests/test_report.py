@@ -234,3 +234,17 @@ def test_cli_report_every_format(results_dir: Path, tmp_path: Path, capsys: pyte
     assert err.strip() == "error: unknown --format 'xml'; choose from: table, md, csv, json, html"
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: results directory not found")
+
+
+def test_models_are_never_compared_with_each_other(tmp_path: Path) -> None:
+    cells = [cell("host", "onnx-fp32", 1, 10.0, top1=0.9, model="a"), cell("host", "onnx-qdq", 1, 5.0, top1=0.8, model="a",
+                                                                           cos=0.99, agree=0.9),
+             cell("host", "onnx-fp32", 1, 100.0, top1=0.5, model="b"), cell("host", "onnx-qdq", 1, 20.0, top1=0.5,
+                                                                            model="b", cos=0.999, agree=1.0)]
+    rows = build_rows(cells)
+    a, b = ([r for r in rows if r.model == m and r.backend == "onnx-qdq"][0] for m in ("a", "b"))
+    assert (a.speedup, a.metric_delta) == (pytest.approx(2.0), pytest.approx(-10.0))
+    assert (b.speedup, b.metric_delta) == (pytest.approx(5.0), pytest.approx(0.0))
+    page = render(build_report(write_results(tmp_path / "r", cells)), "html")
+    assert page.count("Plotly.newPlot(") == 2 and "host · a:" in page and "host · b:" in page
+    assert "| model |" in render(build_report(tmp_path / "r"), "md")
