@@ -246,5 +246,6 @@ def test_models_are_never_compared_with_each_other(tmp_path: Path) -> None:
     assert (a.speedup, a.metric_delta) == (pytest.approx(2.0), pytest.approx(-10.0))
     assert (b.speedup, b.metric_delta) == (pytest.approx(5.0), pytest.approx(0.0))
     page = render(build_report(write_results(tmp_path / "r", cells)), "html")
-    assert page.count("Plotly.newPlot(") == 2 and "host · a:" in page and "host · b:" in page
+    assert page.count("Plotly.newPlot(") == 2  # one scatter per (device, model); titles are JSON-escaped
+    assert "host \\u00b7 a: p50" in page and "host \\u00b7 b: p50" in page
     assert "| model |" in render(build_report(tmp_path / "r"), "md")
