@@ -440,27 +440,3 @@ def run_bench(request: BenchRequest, on_plan: Callable[[int, int], None] | None 
         {"schema_version": results[0].schema_version if results else "1.0", "created_at": _now(),
          "cells": [r.model_dump(mode="json") for r in results]}, indent=2))
     return BenchSummary(results=results, executed=list(runner.executed), skipped=[c.id for c in skipped], out=out)
-
-
-def print_results_table(results: list[CellResult]) -> None:
-    """A compact table: one row per cell (``edgeq report`` makes the full report)."""
-    from rich.table import Table
-
-    from edgeq.ui import console
-
-    table = Table(title="edgeq bench", show_lines=False)
-    for column in ("model", "backend", "device", "thr", "status", "p50 ms", "p90 ms", "load ms", "RSS MB",
-                   "top1", "cos min", "top1 agr"):
-        table.add_column(column, justify="right" if column not in ("model", "backend", "device", "status") else "left")
-
-    def fmt(value: Any, digits: int = 2) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    for r in sorted(results, key=lambda r: (r.model, r.device, r.backend, r.threads)):
-        status = "[green]ok[/green]" if r.status == "ok" else f"[red]failed[/red] {r.error or ''}"[:90]
-        device = r.device + (" (emulated)" if r.emulated else "")
-        table.add_row(r.model, r.backend, device, str(r.threads), status,
-                      fmt(r.latency.p50_ms if r.latency else None, 3), fmt(r.latency.p90_ms if r.latency else None, 3),
-                      fmt(r.load_ms, 1), fmt(r.peak_rss_mb, 0), fmt(r.metrics.get("top1"), 3),
-                      fmt(r.fidelity.get("cosine_min"), 4), fmt(r.fidelity.get("top1_agreement"), 3))
-    console.print(table)

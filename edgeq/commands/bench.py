@@ -25,7 +25,9 @@ def bench(
     """Benchmark every exported artifact on every device (resumes: finished cells are skipped)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgeq.benchmark import BenchRequest, print_results_table, run_bench
+    from edgeq.benchmark import BenchRequest, run_bench
+    from edgeq.commands.report import print_table
+    from edgeq.report.bench_report import build_report
     from edgeq.ui import console
 
     request = BenchRequest(artifacts_dir=artifacts_dir, out=out, devices_file=devices, device_names=device or [],
@@ -48,7 +50,7 @@ def bench(
 
     with progress:
         summary = run_bench(request, on_plan=on_plan, on_cell=on_cell)
-    print_results_table(summary.results)
+    print_table(build_report(summary.out))
     failed = [r for r in summary.results if r.status == "failed"]
     console.print(f"{len(summary.executed)} cell(s) run, {len(summary.skipped)} skipped, {len(failed)} failed → "
                   f"{out / 'results.json'}")

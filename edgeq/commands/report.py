@@ -16,7 +16,7 @@ def report(
     """Compare every benchmark cell: latency, size, accuracy, fidelity and speed-up vs FP32, with findings."""
     from edgeq.errors import EdgeqError
     from edgeq.manifest import atomic_write_text
-    from edgeq.report.bench_render import FORMATS, render, render_table
+    from edgeq.report.bench_render import FORMATS, render
     from edgeq.report.bench_report import build_report
     from edgeq.ui import console
 
@@ -27,8 +27,7 @@ def report(
         out = (results_dir if results_dir.is_dir() else results_dir.parent) / "report.html"
     if out is None:
         if fmt == "table":
-            typer.echo(render_table(built, width=console.width if console.is_terminal else 160,
-                                    color=console.is_terminal), nl=False)
+            print_table(built)
         else:
             typer.echo(render(built, fmt), nl=False)
         return
@@ -39,3 +38,12 @@ def report(
     for problem in built.problems:
         console.print(f"[yellow]warning:[/yellow] {problem}")
     console.print(f"report ({fmt}, {len(built.rows)} cells) → {out}")
+
+
+def print_table(built) -> None:  # built: edgeq.report.bench_report.Report
+    """The terminal table (also printed at the end of ``edgeq bench``); 160 columns when not a terminal."""
+    from edgeq.report.bench_render import render_table
+    from edgeq.ui import console
+
+    typer.echo(render_table(built, width=console.width if console.is_terminal else 160, color=console.is_terminal),
+               nl=False)
