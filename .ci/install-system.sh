@@ -11,3 +11,4 @@ need() {  # need BINARY PACKAGE...: install PACKAGEs when BINARY is missing
 }
 need /usr/sbin/sshd openssh-server openssh-client   # tests/test_ssh_device.py (real sshd on 127.0.0.1)
 need /usr/bin/chromium chromium                     # tests/test_report_browser.py (headless HTML report render)
+need /usr/bin/qemu-aarch64-static qemu-user-static  # tests/test_qemu_device.py; its fixture runs setup_arm64 (~140 MB download, ~45 s, cached in ~/.cache/edgeq/arm64-root)

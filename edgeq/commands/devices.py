@@ -93,3 +93,26 @@ def schema() -> None:
     from edgeq.devices.config import devices_json_schema
 
     typer.echo(devices_json_schema())
+
+
+@devices_app.command("setup-arm64")
+def setup_arm64_command(
+    root: Path = typer.Option(Path("~/.cache/edgeq/arm64-root"), "--root", help="Where the arm64 root is built."),
+    runtime: list[str] | None = typer.Option(None, "--runtime", "-r",
+                                             help="onnxruntime, ai-edge-litert (tflite), openvino; default all."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the root is complete."),
+) -> None:
+    """Build the arm64 root for `kind: qemu` devices (Debian arm64 .debs + aarch64 wheels; no chroot)."""
+    from edgeq.devices.arm64_root import RUNTIME_PINS, setup_arm64
+    from edgeq.ui import console, status
+
+    with status() as show:
+        stamp = setup_arm64(root, runtimes=runtime or list(RUNTIME_PINS), progress=show, force=force)
+    where = stamp["root"]
+    if stamp.get("reused"):
+        console.print(f"arm64 root at {where} is complete (made {stamp.get('created')}); nothing to do")
+    else:
+        console.print(f"[green]arm64 root ready[/green] at {where}: {stamp['size_mb']} MB in "
+                      f"{stamp['timings']['total_s']} s; {stamp['qemu']}")
+    console.print("  " + ", ".join(stamp["pins"].values()))
+    console.print(f"  devices.yaml:  - {{name: arm64-emu, kind: qemu, root: {where}}}")
