@@ -1,6 +1,6 @@
 """p50 latency from ``edgeq bench`` (targets/runner.py) vs OpenVINO's ``benchmark_app`` on the same IR, same threads.
 
-Interleaved in one run: for each round, one runner cell and one benchmark_app run (sync API, latency hint, 1 stream,
+Interleaved in one run: for each round, one runner cell and one benchmark_app run (sync API, 1 stream set explicitly (benchmark_app needs `-hint none` for that),
 same thread count, same duration), alternating which goes first. Prints the median of per-round p50 ratios
 (goal: within ±5%). Run: ``.venv/bin/python bench/harness_vs_benchmark_app.py [--rounds 5] [--seconds 3]``.
 """
@@ -32,7 +32,7 @@ def runner_p50(xml: Path, threads: int, seconds: float) -> float:
 
 def benchmark_app_p50(xml: Path, threads: int, seconds: float) -> float:
     tool = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
-    out = subprocess.run([tool, "-m", str(xml), "-d", "CPU", "-api", "sync", "-hint", "latency", "-nstreams", "1",
+    out = subprocess.run([tool, "-m", str(xml), "-d", "CPU", "-api", "sync", "-hint", "none", "-nstreams", "1",
                           "-nthreads", str(threads), "-t", str(int(max(1, seconds)))],
                          capture_output=True, text=True, check=True)
     match = re.search(r"Median:\s+([\d.]+)\s+ms", out.stdout)
