@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from edgeq.commands import bench as bench_cmd
+from edgeq.commands import compress as compress_cmd
 from edgeq.commands import explain as explain_cmd
 from edgeq.commands import export as export_cmd
 from edgeq.commands import package as package_cmd
@@ -48,6 +49,7 @@ app.command("explain")(explain_cmd.explain)
 app.command("bench")(bench_cmd.bench)
 app.command("report")(report_cmd.report)
 app.command("package")(package_cmd.package)
+app.command("compress")(compress_cmd.compress)
 app.add_typer(devices_app, name="devices")
 
 
