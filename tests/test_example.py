@@ -24,3 +24,18 @@ def test_committed_weights_accuracy() -> None:
     with torch.no_grad():
         predictions = load_pretrained()(torch.from_numpy(x)).argmax(1).numpy()
     assert (predictions == y).mean() >= 0.97
+
+
+def test_model_shape_size_and_input_name() -> None:
+    import inspect
+
+    import torch
+
+    from edgeq.examples.digits import DigitsCNN
+
+    model = DigitsCNN()
+    assert list(inspect.signature(model.forward).parameters) == ["x"]
+    assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    assert 10_000 < sum(p.numel() for p in model.parameters()) < 100_000
+    kinds = [type(m).__name__ for m in model.modules()]
+    assert kinds.count("Conv2d") == kinds.count("BatchNorm2d") == 3  # Conv+BN+ReLU blocks for fusing/pruning

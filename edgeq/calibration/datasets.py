@@ -6,151 +6,189 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.calibration.preprocess import Preprocess, image_to_array
+from edgeq.calibration.preprocess import Preprocess, check_channels, image_to_array
 from edgeq.errors import CalibrationError
 from edgeq.types import Feeds, TensorSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
-class Dataset:
-    """Random-access samples keyed by model input name (batch 1), with optional integer labels."""
-
-    description: str = ""
-    preprocessing: dict[str, object] = {}
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> Feeds:
-        raise NotImplementedError
-
-    def label(self, index: int) -> int | None:
-        return None
-
-
 def fit_sample(value: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
-    """Check one sample against a model input (shape with or without batch dim, dtype kind, finite)."""
+    """Check one sample against a model input (shape with or without batch dim, dtype kind, finite); batch-1 array."""
     value = np.asarray(value)
     if value.shape != tuple(spec.shape):
         if tuple(value.shape) == tuple(spec.shape[1:]):
             value = value[None]
         else:
-            raise CalibrationError(f"{where}: shape {list(value.shape)} does not match input {spec.name!r} "
-                                   f"{list(spec.shape)} (or {list(spec.shape[1:])} per sample)")
+            raise CalibrationError(f"{where}: input {spec.name!r} expects shape {list(spec.shape)} "
+                                   f"(or {list(spec.shape[1:])} per sample), got {list(value.shape)}")
     want = np.dtype(spec.dtype)
     if value.dtype != want:
         same_kind = (value.dtype.kind == "f") == (want.kind == "f")
-        if not same_kind or value.dtype.kind == "b":
-            raise CalibrationError(f"{where}: dtype {value.dtype} does not match input {spec.name!r} ({want})")
+        if not same_kind or value.dtype.kind in "bOSUV" or want.kind == "b":
+            raise CalibrationError(f"{where}: input {spec.name!r} expects dtype {want}, got {value.dtype}")
         value = value.astype(want)
     if value.dtype.kind == "f" and not np.isfinite(value).all():
-        raise CalibrationError(f"{where}: contains NaN or Inf")
+        raise CalibrationError(f"{where}: input {spec.name!r} contains NaN or Inf")
     return value
 
 
+class Dataset:
+    """Random-access samples keyed by model input name (batch 1, validated), with optional integer labels.
+
+    Subclasses implement ``__len__`` and ``_read`` (one raw sample); ``__getitem__`` checks it against the inputs.
+    """
+
+    description: str = ""
+    preprocessing: dict[str, object]
+    inputs: list[TensorSpec]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _read(self, index: int) -> Feeds:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Feeds:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range ({len(self)} samples)")
+        index %= len(self)
+        raw = self._read(index)
+        where = f"{self.description} sample {index}"
+        return {spec.name: fit_sample(raw[spec.name], spec, where) for spec in self.inputs}
+
+    def label(self, index: int) -> int | None:
+        return None
+
+
 class ArrayDataset(Dataset):
-    """``.npy`` (one input) or ``.npz`` (one array per input name, optional ``y`` labels); memory-mapped when possible."""
+    """``.npy`` (one input, memory-mapped) or ``.npz`` (one array per input name, optional integer ``y`` labels)."""
 
     def __init__(self, path: Path, inputs: list[TensorSpec]):
         self.inputs = inputs
         self.description = f"arrays:{path}"
-        self.preprocessing = {}
+        self.preprocessing = {"source": "arrays as stored (no preprocessing)"}
+        labels = None
         try:
             if path.suffix == ".npy":
-                arrays = {inputs[0].name: np.load(path, mmap_mode="r")}
-                labels = None
+                if len(inputs) != 1:
+                    raise CalibrationError(f"{path}: a .npy holds one array but the model has {len(inputs)} inputs "
+                                           f"({', '.join(s.name for s in inputs)}); use an .npz with one array per input")
+                arrays = {inputs[0].name: np.load(path, mmap_mode="r", allow_pickle=False)}
             else:
-                archive = np.load(path)
-                keys = [k for k in archive.files if k != "y"]
-                if not keys:
-                    raise CalibrationError(f"{path}: the .npz holds no input arrays")
-                if len(inputs) == 1 and len(keys) == 1:
-                    arrays = {inputs[0].name: archive[keys[0]]}
-                elif len(inputs) == 1 and "x" in keys:
-                    arrays = {inputs[0].name: archive["x"]}
-                else:
-                    missing = [s.name for s in inputs if s.name not in keys]
-                    if missing:
-                        raise CalibrationError(f"{path}: no array for input(s) {', '.join(missing)} (has {', '.join(keys)})")
-                    arrays = {s.name: archive[s.name] for s in inputs}
-                labels = archive["y"] if "y" in archive.files else None
+                with np.load(path, allow_pickle=False) as archive:
+                    keys = [k for k in archive.files if k != "y"]
+                    if not keys:
+                        raise CalibrationError(f"{path}: the .npz holds no input arrays")
+                    if all(s.name in keys for s in inputs):
+                        arrays = {s.name: archive[s.name] for s in inputs}
+                    elif len(inputs) == 1 and len(keys) == 1:
+                        arrays = {inputs[0].name: archive[keys[0]]}
+                    elif len(inputs) == 1 and "x" in keys:
+                        arrays = {inputs[0].name: archive["x"]}
+                    else:
+                        missing = [s.name for s in inputs if s.name not in keys]
+                        raise CalibrationError(f"{path}: no array for input(s) {', '.join(missing)} "
+                                               f"(the .npz has {', '.join(keys)})")
+                    labels = archive["y"] if "y" in archive.files else None
         except CalibrationError:
             raise
-        except (OSError, ValueError) as exc:
-            raise CalibrationError(f"cannot read {path}: {exc}") from None
-        lengths = {len(a) if a.ndim else 0 for a in arrays.values()}
-        if len(lengths) != 1:
-            raise CalibrationError(f"{path}: arrays have different sample counts {sorted(lengths)}")
-        self._arrays, self._labels, self._len = arrays, labels, lengths.pop()
-        # a single sample given with its batch dim ((1, C, H, W) for input (1, C, H, W)) is one sample, not C
-        if self._len and all(a.shape == tuple(s.shape) for s, a in zip(inputs, arrays.values())) and inputs[0].shape[0] == 1:
-            self._arrays = {k: a[None] for k, a in arrays.items()}
-            self._len = 1
+        except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, ValueError, EOFError, zipfile errors...
+            raise CalibrationError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        if any(a.ndim == 0 for a in arrays.values()):
+            raise CalibrationError(f"{path}: holds a scalar, not samples")
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise CalibrationError(f"{path}: arrays have different sample counts {lengths}")
+        self._len = next(iter(lengths.values()))
+        bad_labels = labels is not None and (labels.ndim != 1 or len(labels) != self._len
+                                             or not np.issubdtype(labels.dtype, np.integer))
+        if bad_labels:
+            raise CalibrationError(f"{path}: 'y' must be {self._len} integer labels, got {labels.dtype} "
+                                   f"shape {list(labels.shape)}")
+        self._arrays, self._labels = arrays, labels
 
     def __len__(self) -> int:
         return self._len
 
-    def __getitem__(self, index: int) -> Feeds:
+    def _read(self, index: int) -> Feeds:
         return {name: np.array(array[index]) for name, array in self._arrays.items()}
 
     def label(self, index: int) -> int | None:
         return None if self._labels is None else int(self._labels[index])
 
 
+def _image_files(root: Path) -> list[Path]:
+    """Image files under ``root``, recursive and sorted; hidden files and folders are skipped."""
+    files = []
+    for path in root.rglob("*"):
+        relative = path.relative_to(root).parts
+        if path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in relative) and path.is_file():
+            files.append(path)
+    return sorted(files)
+
+
 class ImageFolderDataset(Dataset):
-    """Image files (recursive, sorted); class sub-folders give labels. Files are opened only when a sample is read."""
+    """Image files (recursive, sorted); top-level sub-folders are classes. A file is opened only when its sample is read."""
 
     def __init__(self, root: Path, inputs: list[TensorSpec], layout: str, pre: Preprocess):
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise CalibrationError(f"image folders need a model with one 4-D image input (got {len(inputs)} inputs)")
-        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        classes = sorted({p.parent.name for p in self.files if p.parent != root})
+            shapes = ", ".join(f"{s.name} {list(s.shape)}" for s in inputs)
+            raise CalibrationError(f"an image folder needs a model with one 4-D image input (the model has {shapes})")
+        self.root, self.inputs, self.pre = root, inputs, pre
+        self.layout = pre.layout or layout
+        check_channels(pre, inputs[0].shape, self.layout, str(root))
+        self.files = _image_files(root)
+        classes = sorted({p.relative_to(root).parts[0] for p in self.files if p.parent != root})
         self._class_index = {name: i for i, name in enumerate(classes)}
-        self.spec, self.layout, self.pre = inputs[0], layout, pre
+        self.classes = classes
         self.description = f"images:{root} ({len(self.files)} files)"
-        self.preprocessing = pre.model_dump(exclude_none=True) | {"layout": pre.layout or layout}
+        shape = inputs[0].shape
+        size = [shape[2], shape[3]] if self.layout == "NCHW" else [shape[1], shape[2]]
+        self.preprocessing = pre.model_dump(exclude_none=True) | {"layout": self.layout, "size": size}
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> Feeds:
+    def _read(self, index: int) -> Feeds:
         from PIL import Image, UnidentifiedImageError
 
         path = self.files[index]
         try:
             with Image.open(path) as image:
-                array = image_to_array(image, self.pre, self.spec.shape, self.layout)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise CalibrationError(f"cannot read image {path}: {type(exc).__name__}") from None
-        return {self.spec.name: array}
+                array = image_to_array(image, self.pre, self.inputs[0].shape, self.layout, where=str(path))
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise CalibrationError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
+        return {self.inputs[0].name: array}
 
     def label(self, index: int) -> int | None:
-        parent = self.files[index].parent.name
-        return self._class_index.get(parent)
+        parts = self.files[index].relative_to(self.root).parts
+        return self._class_index[parts[0]] if len(parts) > 1 else None
 
 
 class DigitsDataset(Dataset):
-    """The bundled example's data (scikit-learn digits), split by ``edgeq.examples.digits``."""
+    """The bundled example's data (scikit-learn digits), split by ``edgeq.examples.digits``; tiny, held in memory."""
 
     def __init__(self, split: str, inputs: list[TensorSpec], layout: str):
         from edgeq.examples.digits import load_digits_split
 
+        if len(inputs) != 1:
+            raise CalibrationError(f"sklearn-digits feeds one input; the model has {len(inputs)}")
         try:
             self._x, self._y = load_digits_split(split)
         except ValueError as exc:
             raise CalibrationError(str(exc)) from None
         if layout == "NHWC":
             self._x = self._x.transpose(0, 2, 3, 1)
-        self._name = inputs[0].name
+        self.inputs = inputs
         self.description = f"sklearn-digits:{split}"
         self.preprocessing = {"normalize": "(pixel/16 - 0.5) / 0.5", "layout": layout}
 
     def __len__(self) -> int:
         return len(self._x)
 
-    def __getitem__(self, index: int) -> Feeds:
-        return {self._name: self._x[index][None]}
+    def _read(self, index: int) -> Feeds:
+        return {self.inputs[0].name: self._x[index]}
 
     def label(self, index: int) -> int | None:
         return int(self._y[index])

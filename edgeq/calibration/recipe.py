@@ -24,7 +24,12 @@ class SourceSpec(BaseModel):
         if not self.path:
             raise CalibrationError(f"recipe source of kind {self.kind!r} needs a 'path'")
         path = Path(self.path).expanduser()
-        return str(path if path.is_absolute() else base / path)
+        path = path if path.is_absolute() else base / path
+        if self.kind == "images" and path.is_file():
+            raise CalibrationError(f"recipe source of kind 'images' needs a folder, got the file {path}")
+        if self.kind == "arrays" and path.suffix.lower() not in (".npy", ".npz"):
+            raise CalibrationError(f"recipe source of kind 'arrays' needs a .npy or .npz file, got {path}")
+        return str(path)
 
 
 class Recipe(BaseModel):
@@ -36,12 +41,15 @@ class Recipe(BaseModel):
 
 
 def load_recipe(path: Path) -> Recipe:
+    """Read and validate a recipe file; every problem is one ``CalibrationError`` line."""
     try:
         data = yaml.safe_load(path.read_text())
         return Recipe.model_validate(data)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"cannot read recipe {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:
         raise CalibrationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = ".".join(str(p) for p in first["loc"]) or "recipe"
         raise CalibrationError(f"{path}: {where}: {first['msg']}") from None

@@ -1,16 +1,22 @@
 """Train the bundled DigitsCNN deterministically and save ``digits_cnn.safetensors``.
 
-Run: ``python -m edgeq.examples.train_digits`` (about 20 s on 2 cores). Result recorded when the committed weights
-were made: see the printed eval top-1 (also asserted ≥ 97% by tests/test_example.py).
+Run: ``python -m edgeq.examples.train_digits [OUT.safetensors]`` (about 25 s of CPU, 1 thread; ~1 min wall on a
+busy 2-core machine). 30 epochs of AdamW + cosine schedule on the 1197-image ``train`` split, with ±1 px shifts.
+
+Achieved with the committed weights: eval top-1 98.67 % (296/300 on the ``eval`` split); re-running reproduces the
+same weights bit for bit on this machine (sha256 b8914f50…ad15). tests/test_example.py asserts ≥ 97 %.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 
-def train(epochs: int = 30, seed: int = 0) -> float:
+def train(epochs: int = 30, seed: int = 0, out: Path | None = None) -> float:
+    """Train from ``seed``, save the weights atomically to ``out`` (default: the bundled file); eval top-1."""
     import torch
     from safetensors.torch import save_file
 
@@ -40,14 +46,20 @@ def train(epochs: int = 30, seed: int = 0) -> float:
     model.eval()
     with torch.no_grad():
         accuracy = float((model(torch.from_numpy(x_eval)).argmax(1).numpy() == y_eval).mean())
-    fd, tmp = tempfile.mkstemp(dir=WEIGHTS.parent, suffix=".safetensors")
+    out = Path(out or WEIGHTS)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, WEIGHTS)
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return accuracy
 
 
 if __name__ == "__main__":
-    acc = train()
-    print(f"eval top-1: {acc:.4f} ({int(round(acc * 300))}/300); weights: saved")
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    acc = train(out=target)
+    print(f"eval top-1: {acc:.4f} ({int(round(acc * 300))}/300); weights saved to {target or 'the bundled file'}")
