@@ -11,6 +11,9 @@ REGISTRY: dict[str, str] = {
     "onnx-fp32": "edgeq.backends.onnx_fp32:OnnxFp32",
     "onnx-fp16": "edgeq.backends.onnx_fp16:OnnxFp16",
     "onnx-qdq": "edgeq.backends.onnx_qdq:OnnxQdq",
+    "openvino-fp32": "edgeq.backends.openvino_fp32:OpenvinoFp32",
+    "openvino-fp16": "edgeq.backends.openvino_fp16:OpenvinoFp16",
+    "openvino-int8": "edgeq.backends.openvino_int8:OpenvinoInt8",
 }
 
 
