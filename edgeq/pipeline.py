@@ -155,11 +155,17 @@ def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, opti
     return row
 
 
-def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = None) -> Manifest:
-    """The whole ``edgeq export`` job; returns the manifest written to ``OUT/<model>/manifest.json``."""
+def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = None,
+               on_progress: Callable[[str, str, int], None] | None = None) -> Manifest:
+    """The whole ``edgeq export`` job; returns the manifest written to ``OUT/<model>/manifest.json``.
+
+    ``on_step(message)`` logs a stage; ``on_progress(bar, label, total)`` advances a named progress bar
+    ("calibration": one tick per validated sample, "export": one tick per backend).
+    """
     from edgeq.calibration import prepare_calibration
 
     step = on_step or (lambda _msg: None)
+    tick = on_progress or (lambda _bar, _label, _total: None)
     options = request.options or ExportOptions()
     names = resolve(request.backends)
     out = Path(request.out)
@@ -169,7 +175,8 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
     try:
         step("checking calibration data")
         data = prepare_calibration(request.calib, source.inputs, source.layout, samples=request.calib_samples,
-                                   seed=request.seed, holdout=request.holdout, holdout_samples=request.holdout_samples)
+                                   seed=request.seed, holdout=request.holdout, holdout_samples=request.holdout_samples,
+                                   on_sample=lambda total: tick("calibration", "validating calibration data", total))
         data.info.method = options.calib_method
         model_dir = out / source.name
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +196,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
         for name in names:
             step(f"exporting {name}")
             row = export_one(name, source, data.calib, model_dir, options, holdout, references)
+            tick("export", f"exported {name}", len(names))
             manifest.artifacts = [a for a in manifest.artifacts if a.backend != name] + [row]
             manifest.write(model_dir / MANIFEST_NAME)
         manifest.artifacts.sort(key=lambda a: list(_order()).index(a.backend) if a.backend in _order() else 99)

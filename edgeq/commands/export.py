@@ -26,7 +26,7 @@ def export(
     """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
     from edgeq.pipeline import ExportRequest, run_export
     from edgeq.report.export_table import print_export_table
-    from edgeq.ui import console, status
+    from edgeq.ui import StepProgress, console
 
     if tflite_io not in ("int8", "float"):
         raise typer.BadParameter("--tflite-io must be int8 or float")
@@ -35,8 +35,8 @@ def export(
         calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
         options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io),  # type: ignore[arg-type]
     )
-    with status() as show:
-        manifest = run_export(request, on_step=show)
+    with StepProgress() as progress:
+        manifest = run_export(request, on_step=progress.log, on_progress=progress.advance)
     print_export_table(manifest, out / manifest.model.name)
     failed = [a for a in manifest.artifacts if a.status == "failed"]
     if failed and len(failed) == len([a for a in manifest.artifacts if a.backend in request.backends or "all" in request.backends]):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,20 @@ def load_state_dict(weights: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{weights} is not a state dict of tensors (save model.state_dict(), not the model)")
     return state
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's warnings (missing torchvision ops, deprecations) that say nothing about the user's model."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 class TorchSource(ModelSource):
@@ -153,10 +171,16 @@ class TorchSource(ModelSource):
         return self.module
 
     def _to_onnx(self, out_dir: Path) -> Path:
-        import torch
 
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / "model.onnx"
+        with _quiet_exporter():
+            self._export_onnx(out)
+        return out
+
+    def _export_onnx(self, out: Path) -> None:
+        import torch
+
         try:
             torch.onnx.export(
                 self.module, self.example_inputs(), str(out), dynamo=True, opset_version=18,
@@ -164,7 +188,6 @@ class TorchSource(ModelSource):
             )
         except Exception as exc:  # noqa: BLE001 - exporter errors are long; keep the first line
             raise ModelError(f"torch.onnx.export failed for {self.name}: {str(exc).splitlines()[0][:200]}") from None
-        return out
 
     def reference(self, feeds: Feeds) -> list[np.ndarray]:
         with self._no_grad():
