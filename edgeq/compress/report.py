@@ -5,28 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 
-def _size(num: int) -> str:
-    return f"{num / 1024:.1f} KiB" if num < 1 << 20 else f"{num / (1 << 20):.2f} MiB"
-
-
 def print_report(report: dict[str, Any]) -> None:
-    """One row per step: params (non-zero), MACs, weight size (zlib), top-1 and its change, time."""
+    """One row per step: params (non-zero), MACs, weight size (zlib), top-1 and its change (points), time."""
+    from rich import box
     from rich.table import Table
 
     from edgeq.ui import console
 
-    table = Table(title=f"edgeq compress: {report['model']}")
-    for column in ("step", "params", "non-zero", "MACs", "weights", "zlib", "top-1", "Δ top-1", "s"):
-        table.add_column(column, justify="left" if column == "step" else "right")
+    table = Table(title=f"edgeq compress: {report['model']}", box=box.SIMPLE_HEAD)
+    sparse = any(row["nonzero_params"] != row["params"] for row in report["steps"])
+    columns = ["step", "params", *(["nonzero"] if sparse else []), "MACs", "MACs %", "KiB", "zlib KiB", "top-1",
+               "Δ pt", "s"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "step" else "right", no_wrap=column == "step")
     base = report["steps"][0]
     for row in report["steps"]:
         top1 = row.get("top1")
-        delta = f"{(top1 - base['top1']) * 100:+.2f} pt" if top1 is not None and base.get("top1") is not None else "-"
-        table.add_row(
-            row["step"], f"{row['params']:,} ({row['params'] / base['params']:.0%})", f"{row['nonzero_params']:,}",
-            f"{row['macs']:,} ({row['macs'] / max(base['macs'], 1):.0%})", _size(row["weights_bytes"]),
-            _size(row["weights_zlib_bytes"]), f"{top1:.2%}" if top1 is not None else "-", delta, f"{row['seconds']:.1f}",
-        )
+        delta = f"{(top1 - base['top1']) * 100:+.2f}" if top1 is not None and base.get("top1") is not None else "-"
+        cells = [row["step"], f"{row['params'] / 1000:.1f}k", *([f"{row['nonzero_params'] / 1000:.1f}k"] if sparse else []),
+                 f"{row['macs'] / 1e6:.2f}M", f"{row['macs'] / max(base['macs'], 1):.0%}", f"{row['weights_bytes'] / 1024:.0f}",
+                 f"{row['weights_zlib_bytes'] / 1024:.0f}", f"{top1:.2%}" if top1 is not None else "-", delta,
+                 f"{row['seconds']:.1f}"]
+        table.add_row(*cells)
     console.print(table)
     artifacts = report.get("artifacts", {})
     if "pt2" in artifacts:
