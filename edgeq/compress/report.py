@@ -30,7 +30,11 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     artifacts = report.get("artifacts", {})
     if "pt2" in artifacts:
-        console.print(f"model.pt2: {artifacts['pt2']['path']} (max abs diff after reload {artifacts['pt2']['max_abs_error']:.1e})")
+        pt2 = artifacts["pt2"]
+        console.print(f"model.pt2: {pt2['path']} (max abs diff after reload {pt2['max_abs_error']:.1e})")
+        if pt2.get("load_model_error"):
+            console.print(f"[yellow]edgeq.models.load_model cannot load model.pt2[/yellow] ({pt2['load_model_error']}); "
+                          "checked with torch.export.load instead — give edgeq export model.py")
     py = artifacts.get("py", {})
     if "spec" in py:
         console.print(f"model.py:  {py['spec']} --weights {py['weights']} (max abs diff {py['max_abs_error']:.1e})")
