@@ -103,3 +103,20 @@ heavy = {{"torch", "tensorflow", "openvino", "edgeq", "onnx"}} & set(sys.modules
 assert not heavy, heavy
 """
     subprocess.run([sys.executable, "-I", "-c", code], check=True)
+
+
+def test_torch_export_program_input(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
+    """A `torch.export` .pt2 program is a model input too (shapes from its example inputs)."""
+    import torch
+
+    from edgeq.models import load_model
+
+    module = load_model(f"{tiny_model_file}:TinyCNN").torch_module()
+    program = torch.export.export(module, (torch.zeros(1, 3, 16, 16),))
+    pt2 = tmp_path / "tiny.pt2"
+    torch.export.save(program, str(pt2))
+    source = load_model(pt2)
+    assert [s.shape for s in source.inputs] == [(1, 3, 16, 16)]
+    assert _export([str(pt2), "--calib", str(tiny_calib), "--calib-samples", "16", "-b", "onnx-qdq",
+                    "--out", str(tmp_path / "out")]) == 0
+    assert Manifest.read(tmp_path / "out" / "tiny" / "manifest.json").artifact("onnx-qdq").verification.cosine_min > 0.98

@@ -79,7 +79,9 @@ class TorchSource(ModelSource):
     def __init__(self, path: Path, name: str, module: Any, inputs: list[TensorSpec], weights: Path | None):
         output_names = ["output"]
         super().__init__(path, name, inputs, output_names, guess_layout(inputs))
-        self.module = module.eval()
+        self.module = module
+        if not getattr(module, "_edgeq_exported", False):
+            module.eval()  # a torch.export program's module is already in inference form and refuses .eval()
         self.weights = weights
         with self._no_grad():
             outputs = self._call(self.example_inputs())
@@ -142,7 +144,9 @@ class TorchSource(ModelSource):
         names = [spec.arg.name for spec in program.graph_signature.input_specs
                  if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
         inputs = [TensorSpec(n, tuple(a.shape), str(a.dtype).removeprefix("torch.")) for n, a in zip(names, args)]
-        return cls(path, path.stem, program.module(), inputs, None)
+        module = program.module()
+        module._edgeq_exported = True
+        return cls(path, path.stem, module, inputs, None)
 
     def sha256(self) -> str:
         return sha256_file(self.weights) if self.weights else super().sha256()
