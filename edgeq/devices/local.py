@@ -27,6 +27,16 @@ from edgeq.devices.base import (
 from edgeq.errors import DeviceError
 
 
+def host_cell_result(stdout: str, stderr: str, code: int | None, sig: int | None, outputs: Path | None) -> dict[str, Any]:
+    """The runner's result for a cell run as a host process (local or emulated), with its outputs file checked."""
+    result = interpret_runner(stdout, stderr, code, sig)
+    if result.get("ok") and outputs is not None:
+        if not outputs.is_file():
+            return failure("runner reported success but wrote no outputs npz")
+        result["outputs_path"] = str(outputs)
+    return result
+
+
 def run_process(argv: list[str], timeout_s: float, cwd: Path | None = None, env: dict[str, str] | None = None,
                 stdin_path: Path | None = None, stdout_path: Path | None = None,
                 ) -> tuple[str, str, int | None, int | None, bool]:
@@ -122,12 +132,7 @@ class LocalDevice(Device):
             return failure(str(exc))
         if timed_out:
             return failure(f"timeout after {timeout_s:g} s (runner killed)")
-        result = interpret_runner(stdout, stderr, code, sig)
-        if result.get("ok") and outputs is not None:
-            if not outputs.is_file():
-                return failure("runner reported success but wrote no outputs npz")
-            result["outputs_path"] = str(outputs)
-        return result
+        return host_cell_result(stdout, stderr, code, sig, outputs)
 
     def info(self) -> dict[str, Any]:
         return runner_info([self.python, str(runner_path())], run=lambda argv: run_process(argv, 120),

@@ -28,11 +28,10 @@ from edgeq.devices.base import (
     Device,
     RunSettings,
     failure,
-    interpret_runner,
     runner_path,
     runner_run_args,
 )
-from edgeq.devices.local import run_process, runner_info
+from edgeq.devices.local import host_cell_result, run_process, runner_info
 from edgeq.errors import DeviceError
 
 # Emulation is ~10-50× slower than the host for compute: cells get this many times the bench's --timeout.
@@ -107,12 +106,7 @@ class QemuDevice(Device):
             return failure(str(exc))
         if timed_out:
             return failure(f"timeout after {limit:g} s under emulation ({TIMEOUT_FACTOR:g}× --timeout; runner killed)")
-        result = interpret_runner(stdout, stderr, code, sig)
-        if result.get("ok") and outputs is not None:
-            if not outputs.is_file():
-                return failure("runner reported success but wrote no outputs npz")
-            result["outputs_path"] = str(outputs)
-        return result
+        return host_cell_result(stdout, stderr, code, sig, outputs)
 
     def info(self) -> dict[str, Any]:
         self.prepare()
