@@ -28,7 +28,7 @@ import numpy as np
 from edgeq.devices import ArtifactFiles, Device, RunSettings, load_devices, make_device
 from edgeq.devices.config import DevicesFile, LocalDeviceConfig
 from edgeq.errors import ConfigError, DeviceError, EdgeqError
-from edgeq.manifest import MANIFEST_NAME, Artifact, Manifest, atomic_write_text
+from edgeq.manifest import Artifact, Manifest, atomic_write_text, find_manifests
 from edgeq.results import CellResult, Latency, cell_id
 
 RESULTS_NAME = "results.json"
@@ -95,23 +95,6 @@ class BenchSummary:
 # ---------------------------------------------------------------------------------------------------------------
 # Discovery and planning
 # ---------------------------------------------------------------------------------------------------------------
-def find_manifests(root: Path) -> list[tuple[Path, Manifest]]:
-    """Every manifest.json at or below ``root`` (an ``edgeq export`` output directory)."""
-    root = Path(root)
-    if not root.exists():
-        raise EdgeqError(f"artifacts directory not found: {root}")
-    paths = [root] if root.is_file() else sorted(root.rglob(MANIFEST_NAME))
-    found = []
-    for path in paths:
-        if any(part.startswith(".") for part in path.relative_to(root if root.is_dir() else root.parent).parts[:-1]):
-            continue  # half-built export directories
-        try:
-            found.append((path.parent, Manifest.read(path)))
-        except Exception as exc:  # noqa: BLE001 - one line for a corrupt manifest
-            raise EdgeqError(f"cannot read {path}: {' '.join(str(exc).split())[:200]}") from None
-    if not found:
-        raise EdgeqError(f"no {MANIFEST_NAME} under {root} (run `edgeq export` first)")
-    return found
 
 
 def load_device_list(devices_file: Path | None, names: list[str]) -> list[Any]:

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgeq.errors import EdgeqError
+
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
 
@@ -131,3 +133,22 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def manifest_json_schema() -> str:
     return json.dumps(Manifest.model_json_schema(), indent=2)
+
+
+def find_manifests(root: Path) -> list[tuple[Path, Manifest]]:
+    """Every manifest.json at or below ``root`` (an ``edgeq export`` output directory)."""
+    root = Path(root)
+    if not root.exists():
+        raise EdgeqError(f"artifacts directory not found: {root}")
+    paths = [root] if root.is_file() else sorted(root.rglob(MANIFEST_NAME))
+    found = []
+    for path in paths:
+        if any(part.startswith(".") for part in path.relative_to(root if root.is_dir() else root.parent).parts[:-1]):
+            continue  # half-built export directories
+        try:
+            found.append((path.parent, Manifest.read(path)))
+        except Exception as exc:  # noqa: BLE001 - one line for a corrupt manifest
+            raise EdgeqError(f"cannot read {path}: {' '.join(str(exc).split())[:200]}") from None
+    if not found:
+        raise EdgeqError(f"no {MANIFEST_NAME} under {root} (run `edgeq export` first)")
+    return found

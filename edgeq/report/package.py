@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from edgeq.errors import EdgeqError
-from edgeq.manifest import MANIFEST_NAME, Manifest
+from edgeq.manifest import MANIFEST_NAME, Manifest, find_manifests
 
 SUMS_NAME = "SHA256SUMS"
 CARD_NAME = "MODEL_CARD.md"
@@ -65,22 +65,6 @@ def _safe_relative(text: str, what: str) -> PurePosixPath:
     if path.is_absolute() or ".." in path.parts or not path.parts:
         raise PackageError(f"{what} has an unsafe path {text!r} (absolute or with '..')")
     return path
-
-
-def _find_manifests(artifacts_dir: Path) -> list[tuple[Path, Manifest]]:
-    if not artifacts_dir.is_dir():
-        raise PackageError(f"artifacts directory not found: {artifacts_dir}")
-    found = []
-    for path in sorted(artifacts_dir.rglob(MANIFEST_NAME)):
-        if any(part.startswith(".") for part in path.relative_to(artifacts_dir).parts[:-1]):
-            continue  # half-built export directories
-        try:
-            found.append((path.parent, Manifest.read(path)))
-        except Exception as exc:  # noqa: BLE001 - one line for a corrupt manifest
-            raise PackageError(f"cannot read {path}: {' '.join(str(exc).split())[:200]}") from None
-    if not found:
-        raise PackageError(f"no {MANIFEST_NAME} under {artifacts_dir} (run `edgeq export` first)")
-    return found
 
 
 def _artifact_files(model_dir: Path, manifest: Manifest) -> list[tuple[Path, PurePosixPath, str]]:
@@ -162,7 +146,9 @@ def build_package(artifacts_dir: Path, out: Path, results_dir: Path | None = Non
     step = on_step or (lambda message: None)
     artifacts_dir, out = Path(artifacts_dir), Path(out)
     top = package_name(out)
-    manifests = _find_manifests(artifacts_dir)
+    if not artifacts_dir.is_dir():
+        raise PackageError(f"artifacts directory not found: {artifacts_dir}")
+    manifests = find_manifests(artifacts_dir)
     report = None
     reports: dict[str, str] = {}
     warnings: list[str] = []
