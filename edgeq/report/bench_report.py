@@ -267,8 +267,12 @@ def find_anomalies(cells: list[CellResult], rows: list[ReportRow]) -> list[str]:
     for row in real_rows:
         if row.precision == REFERENCE_PRECISION or row.speedup is None or row.speedup >= 1 / SLOWER_FACTOR:
             continue
-        has_int8, why = int8_support(by_id[row.cell_id].system)
-        hint = why if has_int8 is not True else f"{why}; check that the quantized ops run as INT8 kernels"
+        if row.precision == "fp16":
+            hint = ("FP16 saves size only: CPUs without native FP16 arithmetic (x86 without AVX512-FP16, ARM "
+                    "without asimdhp) convert to FP32 at run time")
+        else:
+            has_int8, why = int8_support(by_id[row.cell_id].system)
+            hint = why if has_int8 is not True else f"{why}; check that the quantized ops run as INT8 kernels"
         notes.append(f"{row.precision.upper()} slower than FP32 on {row.device} ({row.runtime} {row.backend}, "
                      f"{_plural(row.threads, 'thread')}): {1 / row.speedup:.2f}× the FP32 p50; {hint}")
     for row in rows:
