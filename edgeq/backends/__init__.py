@@ -14,6 +14,10 @@ REGISTRY: dict[str, str] = {
     "openvino-fp32": "edgeq.backends.openvino_fp32:OpenvinoFp32",
     "openvino-fp16": "edgeq.backends.openvino_fp16:OpenvinoFp16",
     "openvino-int8": "edgeq.backends.openvino_int8:OpenvinoInt8",
+    "tflite-fp32": "edgeq.backends.tflite_fp32:TfliteFp32",
+    "tflite-fp16": "edgeq.backends.tflite_fp16:TfliteFp16",
+    "tflite-dynamic": "edgeq.backends.tflite_dynamic:TfliteDynamic",
+    "tflite-int8": "edgeq.backends.tflite_int8:TfliteInt8",
 }
 
 

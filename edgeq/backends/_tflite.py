@@ -1,0 +1,91 @@
+"""Shared TFLite (LiteRT) export code: PyTorch sources through litert-torch, post-processing through ai-edge-quantizer.
+
+Routes (checked on this machine with torch 2.13, litert-torch 0.10, ai-edge-quantizer 0.10):
+- fp32: ``litert_torch.convert(module, sample_args)``.
+- int8 (full integer, int8 model I/O): PT2E — ``torch.export`` → ``prepare_pt2e`` with litert-torch's
+  ``PT2EQuantizer`` (symmetric, per-channel weights) → calibration forward passes → ``convert_pt2e`` → convert.
+- fp16 / dynamic: the FP32 .tflite re-quantized by ai-edge-quantizer (FP16 weight casting; dynamic-range int8 weights
+  with activations quantized at run time).
+Inputs keep the PyTorch layout (NCHW); the manifest records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgeq.errors import UnsupportedConversion
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Keep TF/absl/torch conversion chatter off the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    levels = {name: logging.getLogger(name).level for name in ("absl", "torch", "tensorflow")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def torch_module_or_refuse(source, backend: str):  # -> (torch.nn.Module, tuple of sample args)
+    """The eager module and sample args, or a precise refusal for sources without a PyTorch form."""
+    if source.framework != "torch":
+        raise UnsupportedConversion(
+            f"{backend} from {source.framework} input is not available yet: this build converts PyTorch models to "
+            "TFLite through litert-torch (ONNX→TFLite and Keras→TFLite routes are tracked in issue 3)"
+        )
+    return source.torch_module(), source.example_inputs()
+
+
+def convert_fp32(source, out: Path, backend: str) -> Path:
+    import litert_torch
+
+    module, args = torch_module_or_refuse(source, backend)
+    with quiet():
+        litert_torch.convert(module, args).export(str(out))
+    return out
+
+
+def requantize(fp32_tflite: Path, out: Path, kind: str) -> Path:
+    """Apply an ai-edge-quantizer recipe to an FP32 .tflite: ``fp16`` (weight casting) or ``dynamic`` (int8 weights)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    with quiet():
+        tool = quantizer.Quantizer(str(fp32_tflite))
+        if kind == "fp16":
+            tool.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                        num_bits=16, algorithm_key=recipe.AlgorithmName.FLOAT_CASTING)
+        else:
+            tool.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        result = tool.quantize()
+        out.write_bytes(bytes(result.quantized_model))
+    return out
+
+
+def convert_int8(source, calib, out: Path, backend: str) -> Path:
+    """Full-integer PT2E quantization (per-channel symmetric weights), calibrated on ``calib``."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    module, args = torch_module_or_refuse(source, backend)
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    with quiet(), torch.no_grad():
+        graph = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+        for feeds in calib:
+            graph(*source.example_inputs(feeds))
+        graph = convert_pt2e(graph, fold_quantize=False)
+        litert_torch.convert(graph, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
+    return out

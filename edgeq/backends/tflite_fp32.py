@@ -1,0 +1,20 @@
+"""tflite-fp32: the FP32 TFLite baseline (litert-torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeq.backends._tflite import convert_fp32
+from edgeq.backends.base import Backend, ExportedFiles
+
+
+class TfliteFp32(Backend):
+    name = "tflite-fp32"
+    runtime = "tflite"
+    precision = "fp32"
+    requires = ("litert_torch", "torch")
+    pip_extra = "tflite"
+
+    def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
+        main = convert_fp32(source, out_dir / "model.tflite", self.name)
+        return ExportedFiles(main=main, recipe={"route": "litert-torch", "layout": source.layout})

@@ -1,0 +1,32 @@
+"""tflite-int8: full-integer INT8 (int8 weights, activations and model I/O) via litert-torch's PT2E quantizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeq.backends._tflite import convert_int8
+from edgeq.backends.base import Backend, ExportedFiles
+from edgeq.errors import BackendError, CalibrationError
+
+
+class TfliteInt8(Backend):
+    name = "tflite-int8"
+    runtime = "tflite"
+    precision = "int8"
+    requires = ("litert_torch", "torch", "torchao")
+    pip_extra = "tflite"
+    needs_calibration = True
+
+    def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
+        if options.calib_method != "minmax":
+            raise BackendError(f"calibration method {options.calib_method!r} is not supported by tflite-int8 "
+                               "(litert-torch's PT2E quantizer observes min/max)")
+        if options.tflite_io != "int8":
+            raise BackendError("--tflite-io float is not available for PyTorch sources: litert-torch's PT2E "
+                               "quantizer produces int8 model inputs/outputs")
+        if calib is None or len(calib) == 0:
+            raise CalibrationError("tflite-int8 needs calibration samples (--calib)")
+        main = convert_int8(source, calib, out_dir / "model.tflite", self.name)
+        recipe = {"route": "litert-torch PT2E", "per_channel": True, "symmetric": True, "io": "int8",
+                  "calibration": "minmax", "layout": source.layout}
+        return ExportedFiles(main=main, recipe=recipe, notes=["full integer: int8 weights, activations and I/O"])

@@ -1,0 +1,74 @@
+"""TFLite backends from a PyTorch model (litert-torch PT2E, ai-edge-quantizer), and precise refusals elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeq.cli import main
+from edgeq.manifest import Manifest
+
+pytest.importorskip("litert_torch")
+
+TFLITE = ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_file: Path, tiny_calib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tflite")
+    args = ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "32", "--out", str(out)]
+    for name in ["onnx-fp32", *TFLITE]:
+        args += ["-b", name]
+    assert main(args) == 0
+    return out / "tinycnn"
+
+
+def test_all_tflite_backends_verify_against_fp32(exported: Path) -> None:
+    manifest = Manifest.read(exported / "manifest.json")
+    arts = {a.backend: a for a in manifest.artifacts}
+    for name in TFLITE:
+        assert arts[name].status == "ok", arts[name].error
+        assert (exported / arts[name].path).suffix == ".tflite"
+    assert arts["tflite-fp32"].verification.max_abs_error < 1e-4
+    assert arts["tflite-fp16"].verification.cosine_min > 0.999
+    assert arts["tflite-dynamic"].verification.cosine_min > 0.98
+    assert arts["tflite-int8"].verification.cosine_min > 0.98
+    fp32 = arts["tflite-fp32"].size_bytes
+    assert 0.4 < arts["tflite-fp16"].size_bytes / fp32 < 0.65
+    assert arts["tflite-int8"].size_bytes / fp32 < 0.45
+    assert arts["tflite-int8"].layout == "NCHW"
+
+
+def test_int8_is_full_integer_with_io_quantization_in_manifest(exported: Path) -> None:
+    from edgeq.explain import explain
+
+    art = Manifest.read(exported / "manifest.json").artifact("tflite-int8")
+    assert art.inputs[0].dtype == "int8" and art.inputs[0].quantization is not None
+    assert art.outputs[0].dtype == "int8" and art.outputs[0].quantization.scale > 0
+    heavy = explain(exported / art.path).heavy_ops
+    assert heavy and all(op.precision == "int8" for op in heavy)
+
+
+def test_dynamic_keeps_float_activations(exported: Path) -> None:
+    from edgeq.explain import explain
+
+    art = Manifest.read(exported / "manifest.json").artifact("tflite-dynamic")
+    assert art.inputs[0].dtype == "float32"
+    assert any(op.precision != "int8" for op in explain(exported / art.path).heavy_ops)
+
+
+def test_onnx_source_refused_precisely(exported: Path, tiny_calib: Path, tmp_path: Path) -> None:
+    onnx_model = exported / "onnx-fp32" / "model.onnx"
+    assert main(["export", str(onnx_model), "--calib", str(tiny_calib), "--calib-samples", "8", "-b", "onnx-fp32",
+                 "-b", "tflite-fp32", "--out", str(tmp_path)]) == 0
+    art = Manifest.read(tmp_path / "model" / "manifest.json").artifact("tflite-fp32")
+    assert art.status == "failed" and "from onnx input is not available yet" in art.error
+
+
+def test_float_io_and_other_calibration_methods_refused(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
+    base = ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "8", "-b", "tflite-int8"]
+    assert main([*base, "--tflite-io", "float", "--out", str(tmp_path / "a")]) == 1
+    assert "int8 model inputs/outputs" in Manifest.read(tmp_path / "a" / "tinycnn" / "manifest.json").artifact("tflite-int8").error
+    assert main([*base, "--calib-method", "entropy", "--out", str(tmp_path / "b")]) == 1
+    assert "not supported by tflite-int8" in Manifest.read(tmp_path / "b" / "tinycnn" / "manifest.json").artifact("tflite-int8").error
