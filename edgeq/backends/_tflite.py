@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import UnsupportedConversion
 
 
@@ -89,3 +90,22 @@ def convert_int8(source, calib, out: Path, backend: str) -> Path:
         graph = convert_pt2e(graph, fold_quantize=False)
         litert_torch.convert(graph, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
     return out
+
+
+class RequantizedTflite(Backend):
+    """An FP32 .tflite from litert-torch, re-quantized by ai-edge-quantizer (``requantize_kind``: fp16 | dynamic)."""
+
+    runtime = "tflite"
+    requires = ("litert_torch", "torch", "ai_edge_quantizer")
+    pip_extra = "tflite"
+    requantize_kind: str
+    note: str
+
+    def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tflite-") as tmp:
+            fp32 = convert_fp32(source, Path(tmp) / "fp32.tflite", self.name)
+            main = requantize(fp32, out_dir / "model.tflite", self.requantize_kind)
+        return ExportedFiles(main=main, recipe={"route": "litert-torch + ai-edge-quantizer", "layout": source.layout},
+                             notes=[self.note])
