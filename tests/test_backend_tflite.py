@@ -58,12 +58,39 @@ def test_dynamic_keeps_float_activations(exported: Path) -> None:
     assert any(op.precision != "int8" for op in explain(exported / art.path).heavy_ops)
 
 
-def test_onnx_source_refused_precisely(exported: Path, tiny_calib: Path, tmp_path: Path) -> None:
+def test_onnx_source_reaches_every_tflite_backend(exported: Path, tiny_calib: Path, tmp_path: Path) -> None:
     onnx_model = exported / "onnx-fp32" / "model.onnx"
-    assert main(["export", str(onnx_model), "--calib", str(tiny_calib), "--calib-samples", "8", "-b", "onnx-fp32",
-                 "-b", "tflite-fp32", "--out", str(tmp_path)]) == 0
-    art = Manifest.read(tmp_path / "model" / "manifest.json").artifact("tflite-fp32")
-    assert art.status == "failed" and "from onnx input is not available yet" in art.error
+    args = ["export", str(onnx_model), "--calib", str(tiny_calib), "--calib-samples", "16", "--out", str(tmp_path)]
+    for name in TFLITE:
+        args += ["-b", name]
+    assert main(args) == 0
+    arts = {a.backend: a for a in Manifest.read(tmp_path / "model" / "manifest.json").artifacts}
+    for name in TFLITE:
+        assert arts[name].status == "ok", arts[name].error
+    assert arts["tflite-fp32"].verification.max_abs_error < 1e-4
+    assert arts["tflite-int8"].verification.cosine_min > 0.98
+    assert arts["tflite-int8"].inputs[0].dtype == "int8"
+
+
+def test_op_without_tflite_lowering_refused_naming_it(tiny_calib: Path, tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["m"], ["d"]),
+         helper.make_node("Identity", ["r"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16]),
+              helper.make_tensor_value_info("m", TensorProto.FLOAT, [3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 16]),
+         helper.make_tensor_value_info("d", TensorProto.FLOAT, [])])
+    path = tmp_path / "det.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    calib = tmp_path / "calib.npz"
+    import numpy as np
+
+    np.savez(calib, x=np.random.rand(4, 1, 3, 16, 16).astype("float32"), m=np.random.rand(4, 3, 3).astype("float32"))
+    main(["export", str(path), "--calib", str(calib), "-b", "tflite-fp32", "--out", str(tmp_path / "out")])
+    art = Manifest.read(tmp_path / "out" / "det" / "manifest.json").artifact("tflite-fp32")
+    assert art.status == "failed" and art.error == "tflite-fp32: litert-torch has no TFLite lowering for aten._linalg_det.default"
 
 
 def test_float_io_and_other_calibration_methods_refused(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Shared TFLite (LiteRT) export code: PyTorch sources through litert-torch, post-processing through ai-edge-quantizer.
 
-Routes (checked on this machine with torch 2.13, litert-torch 0.10, ai-edge-quantizer 0.10):
+Routes (checked on this machine with torch 2.13, litert-torch 0.10, ai-edge-quantizer 0.10). ONNX sources reach
+litert-torch as a PyTorch module converted by onnx2fx (``OnnxSource.torch_module``).
 - fp32: ``litert_torch.convert(module, sample_args)``.
 - int8 (full integer, int8 model I/O): PT2E — ``torch.export`` → ``prepare_pt2e`` with litert-torch's
   ``PT2EQuantizer`` (symmetric, per-channel weights) → calibration forward passes → ``convert_pt2e`` → convert.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,20 +41,30 @@ def quiet() -> Iterator[None]:
 
 
 def torch_module_or_refuse(source, backend: str):  # -> (torch.nn.Module, tuple of sample args)
-    """The eager module and sample args, or a precise refusal for sources without a PyTorch form."""
-    if source.framework != "torch":
-        raise UnsupportedConversion(
-            f"{backend} from {source.framework} input is not available yet: this build converts PyTorch models to "
-            "TFLite through litert-torch (ONNX→TFLite and Keras→TFLite routes are tracked in issue 3)"
-        )
+    """The eager module and sample args for litert-torch: PyTorch sources as they are, ONNX sources converted
+    (onnx2fx, see docs/onnx-to-tflite.md); a precise refusal for anything else or an unconvertible graph."""
+    if source.framework not in ("torch", "onnx"):
+        raise UnsupportedConversion(f"{backend} from {source.framework} input: no route to litert-torch")
     return source.torch_module(), source.example_inputs()
+
+
+@contextlib.contextmanager
+def lowering_errors(backend: str) -> Iterator[None]:
+    """Turn litert-torch's "Lowering not found: aten.X" into a one-line refusal that names the op."""
+    try:
+        yield
+    except RuntimeError as exc:
+        match = re.search(r"Lowering not found: (\S+)", str(exc))
+        if match is None:
+            raise
+        raise UnsupportedConversion(f"{backend}: litert-torch has no TFLite lowering for {match.group(1)}") from None
 
 
 def convert_fp32(source, out: Path, backend: str) -> Path:
     import litert_torch
 
     module, args = torch_module_or_refuse(source, backend)
-    with quiet():
+    with quiet(), lowering_errors(backend):
         litert_torch.convert(module, args).export(str(out))
     return out
 
@@ -83,7 +95,7 @@ def convert_int8(source, calib, out: Path, backend: str) -> Path:
 
     module, args = torch_module_or_refuse(source, backend)
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    with quiet(), torch.no_grad():
+    with quiet(), torch.no_grad(), lowering_errors(backend):
         graph = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
         for feeds in calib:
             graph(*source.example_inputs(feeds))

@@ -64,6 +64,14 @@ class ModelSource(ABC):
         """The eager ``torch.nn.Module`` (PyTorch sources only)."""
         raise UnsupportedConversion(f"{self.framework} model {self.name} has no PyTorch form")
 
+    def example_inputs(self, feeds: Feeds | None = None) -> tuple[Any, ...]:
+        """Torch tensors for each input in ``inputs`` order, from ``feeds`` or zeros of the fixed shapes."""
+        import torch
+
+        if feeds is None:
+            return tuple(torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype)) for spec in self.inputs)
+        return tuple(torch.from_numpy(np.ascontiguousarray(feeds[spec.name])) for spec in self.inputs)
+
     def keras_model(self) -> Any:
         """The Keras / TF model (TensorFlow sources only)."""
         raise UnsupportedConversion(f"{self.framework} model {self.name} has no TensorFlow form")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,19 @@ class OnnxSource(ModelSource):
 
     def reference(self, feeds: Feeds) -> list[np.ndarray]:
         return list(self._session().run(None, feeds))
+
+    def torch_module(self) -> Any:
+        """An exportable ``torch.nn.Module`` converted from the static-shape ONNX (onnx2fx; cached).
+
+        Takes the inputs positionally in ``self.inputs`` order. Unsupported op types raise UnsupportedConversion.
+        """
+        if getattr(self, "_torch_module", None) is None:
+            import onnx
+
+            from edgeq.models.onnx_to_torch import onnx_to_torch
+
+            self._torch_module = onnx_to_torch(onnx.load(str(self.onnx_path())), self.example_inputs(), self.name)
+        return self._torch_module
 
     def _session(self):  # -> onnxruntime.InferenceSession
         if not hasattr(self, "_ort"):

@@ -157,14 +157,6 @@ class TorchSource(ModelSource):
 
         return torch.no_grad()
 
-    def example_inputs(self, feeds: Feeds | None = None) -> tuple[Any, ...]:
-        """Torch tensors for each input, from ``feeds`` or zeros of the declared shapes."""
-        import torch
-
-        if feeds is None:
-            return tuple(torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype)) for spec in self.inputs)
-        return tuple(torch.from_numpy(np.ascontiguousarray(feeds[spec.name])) for spec in self.inputs)
-
     def _call(self, args: tuple[Any, ...]) -> list[Any]:
         out = self.module(*args)
         if isinstance(out, dict):

@@ -1,0 +1,193 @@
+"""ONNX → PyTorch, so that ONNX inputs reach the TFLite backends (litert-torch consumes PyTorch modules).
+
+Route: ``onnx2fx`` (pure Python, needs only ``onnx`` + ``torch``; Apache-2.0) builds a ``torch.fx.GraphModule``
+from the ONNX graph. Its handlers read shape-like operands (Reshape targets, Slice bounds, Shape→Gather→Concat
+chains…) with ``.tolist()``, which ``torch.export`` cannot trace (data-dependent values). Because edgeq fixes every
+input shape (batch 1, ``--input-shape``), those operands are static: :func:`specialize_static_values` runs the
+graph once on example inputs and replaces each input-independent operand by its Python value wherever that gives
+bit-identical results. The module is then checked with ``torch.export`` so failures surface here, as one line.
+See docs/onnx-to-tflite.md for the routes that were evaluated and why this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any
+
+from edgeq.errors import UnsupportedConversion
+
+LITERAL_MAX_NUMEL = 64
+"""Static tensors up to this many elements may be turned into Python literals (shapes, axes, pads, scalars)."""
+
+_INPUT_INDEPENDENT_OPS = {"Shape", "Size"}
+"""Ops whose output depends only on input *shapes*, which are fixed here."""
+
+_CONTROL_FLOW_OPS = {"If", "Loop", "Scan"}
+
+_NONDETERMINISTIC_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                         "Bernoulli", "Dropout"}
+
+
+def unsupported_op_types(model: Any) -> list[str]:
+    """Op types (``domain::Op`` outside the default domain) in the top-level graph that onnx2fx cannot convert."""
+    from onnx2fx import analyze_model
+
+    result = analyze_model(model)
+    return sorted({f"{domain}::{op}" if domain else op for op, domain, _ in result.unsupported_ops})
+
+
+def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "model") -> Any:
+    """Convert an ``onnx.ModelProto`` with static input shapes into an exportable ``torch.nn.Module``.
+
+    ``example_inputs`` are tensors in graph-input order (initializer inputs excluded). Raises
+    :class:`UnsupportedConversion` naming the op type(s) that cannot be converted, or why tracing fails.
+    """
+    import onnx2fx
+    import torch
+
+    missing = unsupported_op_types(model)
+    if missing:
+        raise UnsupportedConversion(
+            f"ONNX model {name} cannot be converted to PyTorch for TFLite: unsupported op type(s) {', '.join(missing)}"
+        )
+    try:
+        module = onnx2fx.convert(model)
+    except onnx2fx.UnsupportedOpError as exc:  # ops inside If/Loop bodies are only seen here
+        op = f"{exc.domain}::{exc.op_type}" if exc.domain else exc.op_type
+        raise UnsupportedConversion(
+            f"ONNX model {name} cannot be converted to PyTorch for TFLite: unsupported op type(s) {op}"
+        ) from None
+    except (onnx2fx.Onnx2FxError, ValueError, TypeError, RuntimeError) as exc:
+        raise UnsupportedConversion(f"ONNX model {name} cannot be converted to PyTorch for TFLite: {_first_line(exc)}") from None
+    module.eval()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            specialize_static_values(module, example_inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure of the eager run means the conversion is unusable
+        raise UnsupportedConversion(
+            f"ONNX model {name}: the converted PyTorch module fails on the example inputs ({type(exc).__name__}: "
+            f"{_first_line(exc)})"
+        ) from None
+    try:  # a failing GraphModule prints its whole generated code to stderr: keep that off the terminal
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            torch.export.export(module, tuple(example_inputs))
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many types; the message is what matters
+        control = sorted({node.op_type for node in model.graph.node} & _CONTROL_FLOW_OPS)
+        hint = f" (its {'/'.join(control)} control flow depends on input values)" if control else ""
+        raise UnsupportedConversion(
+            f"ONNX model {name} was converted to PyTorch but torch.export cannot trace it{hint}, which litert-torch "
+            f"needs: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
+    return module
+
+
+def specialize_static_values(module: Any, example_inputs: tuple[Any, ...]) -> int:
+    """Replace input-independent operands by Python literals where results stay identical; return how many.
+
+    Runs the FX graph node by node on ``example_inputs``. A value is *static* when it comes from a constant, from
+    ``Shape``/``Size`` (shapes are fixed) or only from static values. For every node that is not static, each
+    static operand that is small (a shape, axes, a scalar) is tried as a Python literal and kept only if the node
+    then returns exactly the same result. Dead static nodes are removed afterwards.
+    """
+    import torch
+    from torch.fx.node import map_arg
+
+    graph = module.graph
+    env: dict[Any, Any] = {}
+    static: set[Any] = set()
+    feeds = iter(example_inputs)
+    replaced = 0
+    with torch.no_grad():
+        for node in list(graph.nodes):
+            if node.op == "placeholder":
+                env[node] = next(feeds)
+                continue
+            if node.op == "get_attr":
+                env[node] = _fetch_attr(module, node.target)
+                static.add(node)
+                continue
+            if node.op == "output":
+                break
+            call = _callable(module, node)
+            args = map_arg(node.args, lambda n: env[n])
+            kwargs = map_arg(node.kwargs, lambda n: env[n])
+            value = call(*args, **kwargs)
+            env[node] = value
+            op_type = node.meta.get("onnx_op_type")
+            if op_type not in _NONDETERMINISTIC_OPS and (
+                op_type in _INPUT_INDEPENDENT_OPS or all(n in static for n in node.all_input_nodes)
+            ):
+                static.add(node)
+                continue
+            for operand in list(node.all_input_nodes):
+                if operand not in static or not _literal_able(env[operand]):
+                    continue
+                literal = _to_literal(env[operand])
+                trial_args = map_arg(node.args, lambda n, op=operand, lit=literal: lit if n is op else env[n])
+                trial_kwargs = map_arg(node.kwargs, lambda n, op=operand, lit=literal: lit if n is op else env[n])
+                try:
+                    trial = call(*trial_args, **trial_kwargs)
+                except Exception:  # noqa: BLE001 - the handler needs a tensor here: keep the operand
+                    continue
+                if _identical(trial, value):
+                    node.args = map_arg(node.args, lambda n, op=operand, lit=literal: lit if n is op else n)
+                    node.kwargs = map_arg(node.kwargs, lambda n, op=operand, lit=literal: lit if n is op else n)
+                    replaced += 1
+    graph.eliminate_dead_code()
+    _drop_unused_buffers(module)
+    module.recompile()
+    return replaced
+
+
+def _callable(module: Any, node: Any):
+    if node.op == "call_function":
+        return node.target
+    if node.op == "call_module":
+        return module.get_submodule(node.target)
+    if node.op == "call_method":
+        return lambda self, *a, **k: getattr(self, node.target)(*a, **k)
+    raise UnsupportedConversion(f"unexpected FX node kind {node.op!r} in the converted ONNX graph")
+
+
+def _fetch_attr(module: Any, target: str) -> Any:
+    value = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _literal_able(value: Any) -> bool:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() <= LITERAL_MAX_NUMEL and value.dtype not in (torch.complex64, torch.complex128)
+    return isinstance(value, (int, float, bool, list, tuple, torch.Size))
+
+
+def _to_literal(value: Any) -> Any:
+    import torch
+
+    return value.tolist() if isinstance(value, torch.Tensor) else value
+
+
+def _identical(a: Any, b: Any) -> bool:
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(a, b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def _drop_unused_buffers(module: Any) -> None:
+    used = {node.target for node in module.graph.nodes if node.op == "get_attr"}
+    for buffer_name in [name for name, _ in module.named_buffers(recurse=False) if name not in used]:
+        delattr(module, buffer_name)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:240]
