@@ -1,7 +1,8 @@
 """Every backend: export time, size ratio, and INT8/FP32 latency in the same runtime (1 and 2 threads, interleaved).
 
-Run: ``.venv/bin/python bench/export_all.py [--model digits|resnet18]`` (digits: the bundled example with its
-calibration recipe; resnet18: ResNet-18 shape at 224×224 with seeded random calibration images).
+Run: ``.venv/bin/python bench/export_all.py [--model digits|resnet18] [--from-onnx]`` (digits: the bundled example
+with its calibration recipe; resnet18: ResNet-18 shape at 224×224 with seeded random calibration images;
+``--from-onnx``: export the PyTorch model to ONNX first, then every backend from that ONNX file).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=list(MODELS), default="digits")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--from-onnx", action="store_true", help="every backend from the model's ONNX export")
     args = parser.parse_args()
     case = dict(MODELS[args.model])
     console = Console(width=150)
@@ -41,11 +43,16 @@ def main() -> None:
         if case["calib"] is None:
             case["calib"] = tmp / "calib.npy"
             np.save(case["calib"], np.random.default_rng(0).standard_normal((40, 3, 224, 224)).astype(np.float32))
+        if args.from_onnx:
+            first = edgeq.export(case["model"], case["calib"], backends=["onnx-fp32"], out=tmp / "onnx",
+                                 weights=case["weights"], calib_samples=8, holdout_samples=0)
+            case["model"], case["weights"] = tmp / "onnx" / first.model.name / first.artifact("onnx-fp32").path, None
         manifest = edgeq.export(case["model"], case["calib"], backends=["all"], out=tmp / "out", weights=case["weights"],
                                 calib_samples=case["calib_samples"], holdout_samples=case["holdout_samples"])
         model_dir = tmp / "out" / manifest.model.name
         arts = {a.backend: a for a in manifest.artifacts if a.status == "ok"}
-        table = Table(title=f"edgeq export --backend all · {args.model} · latency ratios vs the FP32 artifact of the "
+        source = "from its ONNX export" if args.from_onnx else "from PyTorch"
+        table = Table(title=f"edgeq export --backend all · {args.model} {source} · latency ratios vs the FP32 artifact of the "
                             "same runtime, interleaved in one run")
         for col in ("backend", "export s", "size MB", "size / FP32", "lat / FP32 1 thr", "lat / FP32 2 thr", "top-1 agree"):
             table.add_column(col)
