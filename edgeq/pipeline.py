@@ -21,10 +21,26 @@ import numpy as np
 from edgeq import __version__
 from edgeq.backends import get_backend, resolve
 from edgeq.errors import BackendUnavailable, EdgeqError
-from edgeq.manifest import MANIFEST_NAME, Artifact, FileEntry, Manifest, ModelInfo, TensorInfo, Verification
+from edgeq.evaluation import EvalSet, choose_metric, fidelity_summary, ground_truth, load_eval_set, score
+from edgeq.manifest import (
+    MANIFEST_NAME,
+    Artifact,
+    EvalInfo,
+    Evaluation,
+    FileEntry,
+    Manifest,
+    ModelInfo,
+    TensorInfo,
+    Verification,
+)
+from edgeq.metrics import Metric, metric_drop, resolve_metric
 from edgeq.models import ModelSource, load_model
 from edgeq.models.base import sha256_file
 from edgeq.types import ExportOptions, Feeds
+from edgeq.ui import native_output_to
+
+LOG_DIR = "logs"
+"""OUT/<model>/logs/<backend>.log: what each backend's converters printed (kept off the terminal)."""
 
 TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorflow", "ai-edge-litert", "litert-torch",
                  "numpy")
@@ -45,6 +61,11 @@ class ExportRequest:
     holdout: str | Path | None = None
     holdout_samples: int = 200
     options: ExportOptions | None = None
+    eval_spec: str | None = None
+    eval_samples: int | None = None
+    metric: str | None = None
+    max_drop: float | None = None
+    drop_type: str = "absolute"
 
 
 def tool_versions() -> dict[str, str]:
@@ -116,9 +137,48 @@ def _move_into_place(built: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass
+class Candidate:
+    """One built (not yet installed) artifact: its build directory, files, verification and evaluation."""
+
+    build: Path
+    files: Any
+    verification: Verification | None
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    evaluation: Evaluation | None
+    seconds: float
+
+    def discard(self) -> None:
+        shutil.rmtree(self.build, ignore_errors=True)
+
+
+def build_candidate(name: str, source: ModelSource, calib: Any, model_dir: Path, options: ExportOptions,
+                    holdout: list[Feeds], references: list[list[np.ndarray]],
+                    evaluation: EvalContext | None = None) -> Candidate:
+    """Export into a private build directory, verify against FP32 and evaluate; raises on failure (dir removed)."""
+    backend_cls = get_backend(name)
+    build = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{name}-build-"))
+    started = time.perf_counter()
+    try:
+        with native_output_to(model_dir / LOG_DIR / f"{name}.log"):
+            files = backend_cls().export(source, calib, build, options)
+            seconds = round(time.perf_counter() - started, 2)
+            session, verification = verify_artifact(files.main, holdout, references)
+            evaluated = evaluate_session(session, evaluation) if evaluation is not None else None
+        inputs, outputs = _tensor_infos(session.inputs), _tensor_infos(session.outputs)
+        del session
+        return Candidate(build, files, verification, inputs, outputs, evaluated, seconds)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
 def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, options: ExportOptions,
-               holdout: list[Feeds], references: list[list[np.ndarray]]) -> Artifact:
-    """Export, verify and describe one backend's artifact; failures become a failed Artifact, never an exception."""
+               holdout: list[Feeds], references: list[list[np.ndarray]],
+               evaluation: EvalContext | None = None) -> Artifact:
+    """Export, verify, evaluate (and with a --max-drop budget, accuracy-control) and describe one backend's
+    artifact; failures become a failed Artifact, never an exception."""
     backend_cls = get_backend(name)
     row = Artifact(backend=name, runtime=backend_cls.runtime, precision=backend_cls.precision)
     try:
@@ -126,33 +186,98 @@ def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, opti
     except BackendUnavailable as exc:
         row.status, row.error = "skipped", str(exc)
         return row
-    build = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{name}-build-"))
     started = time.perf_counter()
+    candidate: Candidate | None = None
     try:
-        files = backend_cls().export(source, calib, build, options)
-        row.export_seconds = round(time.perf_counter() - started, 2)
-        session, row.verification = verify_artifact(files.main, holdout, references)
-        row.inputs, row.outputs = _tensor_infos(session.inputs), _tensor_infos(session.outputs)
-        del session
-        main_rel = files.main.relative_to(build)
+        candidate = build_candidate(name, source, calib, model_dir, options, holdout, references, evaluation)
+        if evaluation is not None and evaluation.max_drop is not None:
+            from edgeq.accuracy import control_accuracy
+
+            def rebuild(changed: ExportOptions) -> Candidate:
+                return build_candidate(name, source, calib, model_dir, changed, holdout, references, evaluation)
+
+            candidate, row.accuracy_control = control_accuracy(name, source, calib, options, candidate, rebuild,
+                                                               evaluation)
+        row.export_seconds = candidate.seconds
+        row.verification, row.evaluation = candidate.verification, candidate.evaluation
+        row.inputs, row.outputs = candidate.inputs, candidate.outputs
+        main_rel = candidate.files.main.relative_to(candidate.build)
         final = model_dir / name
-        _move_into_place(build, final)
+        _move_into_place(candidate.build, final)
         row.files = file_entries(final)
         row.size_bytes = sum(f.size_bytes for f in row.files)
         row.sha256 = combined_sha256(row.files)
         row.path = f"{name}/{main_rel}"
         row.layout = source.layout
-        row.recipe, row.notes = files.recipe, files.notes
+        row.recipe, row.notes = candidate.files.recipe, candidate.files.notes
+        if row.accuracy_control is not None and not row.accuracy_control.met:
+            row.notes = [f"accuracy budget NOT met: best drop {row.accuracy_control.drop_after:.4g} > "
+                         f"{row.accuracy_control.budget:g} (kept the best artifact found)"] + row.notes
     except KeyboardInterrupt:
-        shutil.rmtree(build, ignore_errors=True)
+        if candidate is not None:
+            candidate.discard()
         raise
     except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the others go on
-        shutil.rmtree(build, ignore_errors=True)
+        if candidate is not None:
+            candidate.discard()
         row.status = "failed"
         first = (str(exc).strip().splitlines() or [""])[0]
         row.error = first[:300] if isinstance(exc, EdgeqError) else f"{type(exc).__name__}: {first[:280]}"
         row.export_seconds = round(time.perf_counter() - started, 2)
     return row
+
+
+@dataclass
+class EvalContext:
+    """``--eval``: samples, metric, ground truth, the FP32 source model's outputs and score, and the budget."""
+
+    eval_set: EvalSet
+    metric: Metric
+    truth: np.ndarray | None
+    references: list[np.ndarray]
+    reference_value: float
+    drop_type: str = "absolute"
+    max_drop: float | None = None
+
+    def drop(self, value: float) -> float:
+        return metric_drop(self.reference_value, value, self.metric.higher_is_better, self.drop_type)
+
+    def evaluate(self, outputs: list[np.ndarray]) -> Evaluation:
+        value = score(self.metric, outputs, self.truth)
+        return Evaluation(metric=self.metric.name, value=value, drop=self.drop(value), drop_type=self.drop_type,
+                          **fidelity_summary(self.references, outputs))
+
+
+def evaluate_session(session: Any, evaluation: EvalContext) -> Evaluation:
+    """Run the eval samples through an open runner session (the one verification opened) and score them."""
+    return evaluation.evaluate([session.run(feeds)[0] for feeds in evaluation.eval_set.samples])
+
+
+def prepare_evaluation(request: ExportRequest, source: ModelSource) -> tuple[EvalContext, EvalInfo]:
+    """Load the eval set, run the FP32 source model on it, choose the metric and score the reference row."""
+    eval_set = load_eval_set(str(request.eval_spec), list(source.inputs), source.layout, request.eval_samples)
+    references = [np.asarray(source.reference(feeds)[0]) for feeds in eval_set.samples]
+    metric = choose_metric(request.metric, eval_set, references)
+    truth, kind = ground_truth(metric, eval_set, references)
+    reference_value = score(metric, references, truth)
+    context = EvalContext(eval_set, metric, truth, references, reference_value, request.drop_type, request.max_drop)
+    info = EvalInfo(source=eval_set.description, samples=len(eval_set), metric=metric.name,
+                    higher_is_better=metric.higher_is_better, ground_truth=kind, reference=reference_value)
+    return context, info
+
+
+def check_eval_request(request: ExportRequest) -> None:
+    """Inconsistent --eval/--metric/--max-drop options fail in one line before any work."""
+    if request.max_drop is not None and not request.eval_spec:
+        raise EdgeqError("--max-drop needs --eval EVALSET (the budget is measured on the eval set)")
+    if request.metric and not request.eval_spec:
+        raise EdgeqError("--metric needs --eval EVALSET")
+    if request.drop_type not in ("absolute", "relative"):
+        raise EdgeqError(f"--drop-type must be absolute or relative (got {request.drop_type!r})")
+    if request.max_drop is not None and request.max_drop < 0:
+        raise EdgeqError(f"--max-drop must be >= 0 (got {request.max_drop})")
+    if request.metric:
+        resolve_metric(request.metric)
 
 
 def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = None,
@@ -168,6 +293,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
     tick = on_progress or (lambda _bar, _label, _total: None)
     options = request.options or ExportOptions()
     names = resolve(request.backends)
+    check_eval_request(request)
     out = Path(request.out)
     check_writable(out)
     step("loading model")
@@ -193,9 +319,16 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
         )
         manifest.calibration = data.info
         manifest.tools = tool_versions()
+        evaluation = None
+        manifest.evaluation = None
+        if request.eval_spec:
+            step("running the FP32 reference on the eval set")
+            evaluation, manifest.evaluation = prepare_evaluation(request, source)
+            if manifest.evaluation.source == data.info.source:
+                manifest.evaluation.note = "the eval set is the calibration source: scores may be optimistic"
         for name in names:
             step(f"exporting {name}")
-            row = export_one(name, source, data.calib, model_dir, options, holdout, references)
+            row = export_one(name, source, data.calib, model_dir, options, holdout, references, evaluation)
             tick("export", f"exported {name}", len(names))
             manifest.artifacts = [a for a in manifest.artifacts if a.backend != name] + [row]
             manifest.write(model_dir / MANIFEST_NAME)

@@ -99,3 +99,13 @@ def test_float_io_and_other_calibration_methods_refused(tiny_model_file: Path, t
     assert "int8 model inputs/outputs" in Manifest.read(tmp_path / "a" / "tinycnn" / "manifest.json").artifact("tflite-int8").error
     assert main([*base, "--calib-method", "entropy", "--out", str(tmp_path / "b")]) == 1
     assert "not supported by tflite-int8" in Manifest.read(tmp_path / "b" / "tinycnn" / "manifest.json").artifact("tflite-int8").error
+
+
+def test_converter_chatter_goes_to_the_backend_log_not_the_terminal(tiny_model_file: Path, tiny_calib: Path,
+                                                                     tmp_path: Path, capfd) -> None:
+    assert main(["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "8",
+                 "-b", "tflite-fp32", "--out", str(tmp_path)]) == 0
+    shown = capfd.readouterr()
+    assert "LiteRT-Torch Convert" not in shown.out + shown.err
+    assert "tflite-fp32" in shown.out  # the export table still reaches the terminal
+    assert "LiteRT-Torch Convert" in (tmp_path / "tinycnn" / "logs" / "tflite-fp32.log").read_text()

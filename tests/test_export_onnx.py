@@ -38,7 +38,7 @@ def test_tiny_torch_to_onnx_fp32_fp16_qdq(tiny_model_file: Path, tiny_calib: Pat
     assert qdq.recipe["per_channel"] is True and qdq.recipe["format"] == "QDQ"
     assert 0.2 < fp16.size_bytes / fp32.size_bytes < 0.75
     # no temporary build directories are left behind
-    assert sorted(p.name for p in model_dir.iterdir()) == ["manifest.json", "onnx-fp16", "onnx-fp32", "onnx-qdq"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["logs", "manifest.json", "onnx-fp16", "onnx-fp32", "onnx-qdq"]
 
 
 def test_manifest_round_trip_and_schema(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path, capsys) -> None:
