@@ -159,11 +159,8 @@ def _fingerprint(arrays: dict[str, np.ndarray], labels: list[int] | None) -> str
 
 def prepare_eval(spec: str, manifests: list[tuple[Path, Manifest]], out: Path,
                  limit: int | None = None) -> dict[tuple[str, str], EvalData]:
-    """Write one eval npz per (model, layout) into ``RESULTS/eval/`` with ``edgeq.calibration.open_dataset``."""
-    try:
-        from edgeq.calibration import open_dataset
-    except ImportError as exc:
-        raise EdgeqError(f"--eval needs edgeq.calibration.open_dataset, which is not available ({exc})") from None
+    """Write one eval npz per (model, layout) into ``RESULTS/eval/`` (samples read by ``edgeq.evaluation``)."""
+    from edgeq.evaluation import load_eval_set, stacked_inputs
     from edgeq.types import TensorSpec
 
     prepared: dict[tuple[str, str], EvalData] = {}
@@ -172,15 +169,10 @@ def prepare_eval(spec: str, manifests: list[tuple[Path, Manifest]], out: Path,
         for layout in sorted(layouts):
             inputs = [TensorSpec(t.name, tuple(int(d) if isinstance(d, int) and d > 0 else 1 for d in t.shape),
                                  t.dtype) for t in manifest.model.inputs]
-            dataset = open_dataset(spec, inputs, layout)
-            count = len(dataset) if limit is None else min(limit, len(dataset))
-            if count == 0:
-                raise EdgeqError(f"eval set {spec!r} is empty")
-            samples = [dataset[i] for i in range(count)]
-            names = list(samples[0])
-            arrays = {name: np.stack([np.asarray(s[name]) for s in samples]) for name in names}
-            raw_labels = [dataset.label(i) for i in range(count)]
-            labels = [int(v) for v in raw_labels] if all(v is not None for v in raw_labels) else None
+            eval_set = load_eval_set(spec, inputs, layout, limit)
+            count = len(eval_set)
+            arrays = stacked_inputs(eval_set)
+            labels = [int(v) for v in eval_set.labels] if eval_set.labels is not None else None
             fingerprint = _fingerprint(arrays, labels)
             path = out / "eval" / f"{fingerprint[:16]}.npz"
             if not path.is_file():

@@ -70,6 +70,46 @@ class Verification(_Model):
     runtime_version: str | None = None
 
 
+class Evaluation(_Model):
+    """A task metric of one artifact on the eval set, and how far it is from the FP32 source model."""
+
+    metric: str
+    value: float
+    drop: float = Field(0.0, description="How much worse than FP32 (positive = worse), in --drop-type units.")
+    drop_type: Literal["absolute", "relative"] = "absolute"
+    cosine_mean: float | None = Field(None, description="Fidelity vs FP32 outputs on the eval set.")
+    cosine_min: float | None = None
+    top1_agreement: float | None = None
+
+
+class AccuracyControl(_Model):
+    """``--max-drop``: plain PTQ first; if over budget, the most sensitive layers go back to float."""
+
+    budget: float
+    drop_type: Literal["absolute", "relative"] = "absolute"
+    method: str = Field("", description="How layers were ranked and returned to float for this backend.")
+    drop_before: float = Field(description="Drop of plain PTQ.")
+    drop_after: float = Field(description="Drop of the artifact kept.")
+    layers_to_float: list[str] = Field([], description="Layers returned to float (backend-specific names).")
+    ranked_layers: list[str] = Field([], description="Quantized layers, most sensitive first (as ranked).")
+    attempts: list[dict[str, object]] = Field([], description="Each candidate tried: layers in float, drop.")
+    met: bool
+    latency_ratio_vs_ptq: float | None = Field(None, description="p50 of the kept artifact / p50 of plain PTQ "
+                                                                 "(short interleaved timing, 1 thread).")
+
+
+class EvalInfo(_Model):
+    """The eval set of ``edgeq export --eval`` and the FP32 source model's score (the reference row)."""
+
+    source: str
+    samples: int
+    metric: str
+    higher_is_better: bool
+    ground_truth: str = Field(description="labels, targets or fp32 outputs")
+    reference: float = Field(description="The FP32 source model's metric on the eval set.")
+    note: str | None = None
+
+
 class FileEntry(_Model):
     path: str = Field(description="Relative to the artifact directory.")
     size_bytes: int
@@ -93,12 +133,15 @@ class Artifact(_Model):
     notes: list[str] = []
     export_seconds: float | None = None
     verification: Verification | None = None
+    evaluation: Evaluation | None = None
+    accuracy_control: AccuracyControl | None = None
 
 
 class Manifest(_Model):
     schema_version: str = SCHEMA_VERSION
     model: ModelInfo
     calibration: CalibrationInfo | None = None
+    evaluation: EvalInfo | None = None
     artifacts: list[Artifact] = []
     tools: dict[str, str] = {}
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))

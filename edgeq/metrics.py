@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,3 +53,119 @@ def top_k_accuracy(outputs: Sequence[np.ndarray], labels: Sequence[int], k: int 
     scores = _flat(outputs)
     top = np.argsort(-scores, axis=1)[:, :k]
     return float(np.mean([int(label) in row for label, row in zip(labels, top)]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Task metrics for ``--eval`` / ``--metric``: a name, a direction, what ground truth it needs, and the function.
+# ---------------------------------------------------------------------------------------------------------------
+METRIC_NAMES = ("top1", "top5", "cosine", "mse", "mae")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric over one eval set. ``needs``: "labels" (integer classes), "targets" (float arrays, or the
+    FP32 outputs when the eval set has none — cosine only) or "any" (custom functions get what there is)."""
+
+    name: str
+    higher_is_better: bool
+    needs: str
+    compute: Callable[[np.ndarray, np.ndarray | None], float]
+
+
+def _scores(outputs: np.ndarray) -> np.ndarray:
+    return np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+
+
+def _top_k(k: int) -> Callable[[np.ndarray, np.ndarray | None], float]:
+    def compute(outputs: np.ndarray, labels: np.ndarray | None) -> float:
+        return top_k_accuracy(list(outputs), [int(v) for v in np.asarray(labels)], k=k)
+    return compute
+
+
+def _cosine(outputs: np.ndarray, targets: np.ndarray | None) -> float:
+    return float(cosine_per_sample(list(_scores(targets)), list(_scores(outputs))).mean())
+
+
+def _mse(outputs: np.ndarray, targets: np.ndarray | None) -> float:
+    return float(np.mean((_scores(outputs) - _scores(targets)) ** 2))
+
+
+def _mae(outputs: np.ndarray, targets: np.ndarray | None) -> float:
+    return float(np.mean(np.abs(_scores(outputs) - _scores(targets))))
+
+
+BUILTIN_METRICS = {
+    "top1": Metric("top1", True, "labels", _top_k(1)),
+    "top5": Metric("top5", True, "labels", _top_k(5)),
+    "cosine": Metric("cosine", True, "targets", _cosine),
+    "mse": Metric("mse", False, "targets", _mse),
+    "mae": Metric("mae", False, "targets", _mae),
+}
+
+
+def resolve_metric(spec: str) -> Metric:
+    """A built-in metric name, or ``module:function`` / ``path/file.py:function`` returning a float.
+
+    A custom ``function(outputs, targets)`` gets the stacked first outputs (N, ...) and the integer labels or float
+    targets (or None); higher is better unless the function has ``lower_is_better = True``.
+    """
+    from edgeq.errors import EdgeqError
+
+    if spec in BUILTIN_METRICS:
+        return BUILTIN_METRICS[spec]
+    module_name, sep, func_name = spec.rpartition(":")
+    if not sep or not module_name or not func_name.isidentifier():
+        raise EdgeqError(f"unknown metric {spec!r}: choose {', '.join(METRIC_NAMES)} or module:function")
+    func = _load_function(module_name, func_name, spec)
+    return Metric(spec, not bool(getattr(func, "lower_is_better", False)), "any", _checked(func, spec))
+
+
+def _load_function(module_name: str, func_name: str, spec: str) -> Callable[..., object]:
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    from edgeq.errors import EdgeqError
+
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).expanduser()
+            loader_spec = importlib.util.spec_from_file_location(f"edgeq_metric_{path.stem}", path)
+            if loader_spec is None or loader_spec.loader is None or not path.is_file():
+                raise EdgeqError(f"metric {spec!r}: file {path} not found")
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except EdgeqError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any import failure of user code is one line
+        raise EdgeqError(f"metric {spec!r}: cannot import {module_name} ({type(exc).__name__}: {exc})") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise EdgeqError(f"metric {spec!r}: {module_name} has no function {func_name}")
+    return func
+
+
+def _checked(func: Callable[..., object], spec: str) -> Callable[[np.ndarray, np.ndarray | None], float]:
+    def compute(outputs: np.ndarray, targets: np.ndarray | None) -> float:
+        from edgeq.errors import EdgeqError
+
+        try:
+            value = float(func(outputs, targets))  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - user code: one line
+            raise EdgeqError(f"metric {spec} failed: {type(exc).__name__}: {exc}") from None
+        if not np.isfinite(value):
+            raise EdgeqError(f"metric {spec} returned {value}, not a finite number")
+        return value
+    return compute
+
+
+def metric_drop(reference: float, value: float, higher_is_better: bool, drop_type: str = "absolute") -> float:
+    """How much worse ``value`` is than ``reference`` (positive = worse): absolute, or relative to |reference|."""
+    worse = (reference - value) if higher_is_better else (value - reference)
+    if drop_type == "absolute":
+        return float(worse)
+    if reference == 0:
+        return 0.0 if worse == 0 else float("inf") if worse > 0 else float("-inf")
+    return float(worse / abs(reference))

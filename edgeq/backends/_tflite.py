@@ -85,8 +85,32 @@ def requantize(fp32_tflite: Path, out: Path, kind: str) -> Path:
     return out
 
 
-def convert_int8(source, calib, out: Path, backend: str) -> Path:
-    """Full-integer PT2E quantization (per-channel symmetric weights), calibrated on ``calib``."""
+def _excluding_quantizer(excluded: list[str]):
+    """litert-torch's PT2EQuantizer that leaves the modules named in ``excluded`` (and their children) in float.
+
+    Its own ``set_module_name`` refuses ``None`` and matches torch ≥ 2.9 ``nn_module_stack`` keys wrongly, so the
+    same upstream annotators run with a filter on each node's module path instead.
+    """
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    class ExcludingQuantizer(pq.PT2EQuantizer):
+        def annotate(self, model):
+            def quantize_node(node) -> bool:
+                stack = node.meta.get("nn_module_stack") or {}
+                path = str(list(stack.values())[-1][0]) if stack else ""
+                return not any(path == name or path.startswith(name + ".") for name in excluded)
+
+            self._annotate_all_static_patterns(model, self.global_config, quantize_node)
+            pq.propagate_annotation(model)
+            return model
+
+    return ExcludingQuantizer()
+
+
+def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[str] | None = None) -> Path:
+    """Full-integer PT2E quantization (per-channel symmetric weights), calibrated on ``calib``.
+
+    ``exclude_modules``: module paths (``features.3``) left in float (``--max-drop`` accuracy control)."""
     import litert_torch
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
@@ -94,7 +118,8 @@ def convert_int8(source, calib, out: Path, backend: str) -> Path:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     module, args = torch_module_or_refuse(source, backend)
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    quantizer = (_excluding_quantizer(list(exclude_modules)) if exclude_modules else PT2EQuantizer()).set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with quiet(), torch.no_grad(), lowering_errors(backend):
         graph = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
         for feeds in calib:

@@ -96,10 +96,22 @@ class OpenvinoInt8(Backend):
         if estimator is not None:
             kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(
                 activations_range_estimator_params=estimator)
+        ignored = list(options.extra.get("ignored_scope", []) or [])  # layer names kept in float
+        if ignored:
+            kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
+        control = options.extra.get("nncf_accuracy_control")  # set by edgeq.accuracy for --max-drop
         warnings: list[str] = []
         try:
             with quiet_nncf(warnings):
-                quantized = nncf.quantize(model, nncf.Dataset(calib, to_feeds), **kwargs)
+                if control:
+                    if "advanced_parameters" in kwargs:
+                        kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")
+                    quantized = nncf.quantize_with_accuracy_control(
+                        model, nncf.Dataset(calib, to_feeds), nncf.Dataset(control["items"]), control["validate"],
+                        max_drop=control["max_drop"], drop_type=getattr(nncf.DropType, control["drop_type"].upper()),
+                        **kwargs)
+                else:
+                    quantized = nncf.quantize(model, nncf.Dataset(calib, to_feeds), **kwargs)
         except KeyError as exc:
             raise CalibrationError(f"calibration samples lack input {exc.args[0]!r} needed by {source.name}") from None
         counts = op_counts(quantized)
@@ -115,6 +127,11 @@ class OpenvinoInt8(Backend):
             "activations": "int8 symmetric per-tensor" if preset == "performance" else "int8 asymmetric per-tensor",
             "fake_quantize_ops": fake_quantize,
         }
+        if ignored:
+            recipe["ignored_scope"] = ignored
+        if control:
+            recipe["accuracy_control"] = f"nncf.quantize_with_accuracy_control (max_drop {control['max_drop']}, " \
+                                         f"{control['drop_type']})"
         why = ("attention found (SDPA, or Softmax on activation×activation MatMuls)" if kind == "transformer" and not forced
                else f"forced by openvino_model_type={forced}" if forced else "no attention pattern")
         notes.insert(0, f"NNCF {preset} preset, {kind} graph: {why}; {fake_quantize} FakeQuantize ops; via {route} route")

@@ -26,7 +26,10 @@ class TfliteInt8(Backend):
                                "quantizer produces int8 model inputs/outputs")
         if calib is None or len(calib) == 0:
             raise CalibrationError("tflite-int8 needs calibration samples (--calib)")
-        main = convert_int8(source, calib, out_dir / "model.tflite", self.name)
+        excluded = [str(m) for m in options.extra.get("tflite_exclude_modules", []) or []]
+        main = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded)
         recipe = {"route": "litert-torch PT2E", "per_channel": True, "symmetric": True, "io": "int8",
                   "calibration": "minmax", "layout": source.layout}
+        if excluded:
+            recipe["float_modules"] = excluded
         return ExportedFiles(main=main, recipe=recipe, notes=["full integer: int8 weights, activations and I/O"])

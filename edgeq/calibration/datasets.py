@@ -60,6 +60,10 @@ class Dataset:
     def label(self, index: int) -> int | None:
         return None
 
+    def target(self, index: int) -> np.ndarray | None:
+        """A float regression/embedding target for sample ``index`` (``.npz`` float ``y``), else None."""
+        return None
+
 
 class ArrayDataset(Dataset):
     """``.npy`` (one input, memory-mapped) or ``.npz`` (one array per input name, optional integer ``y`` labels)."""
@@ -101,12 +105,16 @@ class ArrayDataset(Dataset):
         if len(set(lengths.values())) != 1:
             raise CalibrationError(f"{path}: arrays have different sample counts {lengths}")
         self._len = next(iter(lengths.values()))
+        targets = None
+        if labels is not None and np.issubdtype(labels.dtype, np.floating) and labels.ndim >= 1 \
+                and len(labels) == self._len:
+            targets, labels = labels, None  # float y: regression / embedding targets (edgeq export --eval)
         bad_labels = labels is not None and (labels.ndim != 1 or len(labels) != self._len
                                              or not np.issubdtype(labels.dtype, np.integer))
         if bad_labels:
-            raise CalibrationError(f"{path}: 'y' must be {self._len} integer labels, got {labels.dtype} "
-                                   f"shape {list(labels.shape)}")
-        self._arrays, self._labels = arrays, labels
+            raise CalibrationError(f"{path}: 'y' must be {self._len} integer labels (or float targets, one per "
+                                   f"sample), got {labels.dtype} shape {list(labels.shape)}")
+        self._arrays, self._labels, self._targets = arrays, labels, targets
 
     def __len__(self) -> int:
         return self._len
@@ -116,6 +124,9 @@ class ArrayDataset(Dataset):
 
     def label(self, index: int) -> int | None:
         return None if self._labels is None else int(self._labels[index])
+
+    def target(self, index: int) -> np.ndarray | None:
+        return None if self._targets is None else np.asarray(self._targets[index])
 
 
 def _image_files(root: Path) -> list[Path]:

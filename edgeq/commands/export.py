@@ -22,6 +22,14 @@ def export(
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration/held-out split"),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | percentile | entropy | mse (per backend support)"),
     tflite_io: str = typer.Option("int8", "--tflite-io", help="TFLite INT8 model I/O: int8 (quantized) or float"),
+    eval_spec: str | None = typer.Option(None, "--eval", help="Eval set with labels/targets (same forms as --calib); "
+                                         "scores every artifact and the FP32 source"),
+    eval_samples: int | None = typer.Option(None, "--eval-samples", min=1, help="Use only the first N eval samples"),
+    metric: str | None = typer.Option(None, "--metric", help="top1 | top5 | cosine | mse | mae | module:function "
+                                      "(default: top1 with labels, mse with float targets, else cosine vs FP32)"),
+    max_drop: float | None = typer.Option(None, "--max-drop", help="Accuracy budget vs FP32 (needs --eval): layers "
+                                          "return to float until the drop is within it"),
+    drop_type: str = typer.Option("absolute", "--drop-type", help="absolute | relative (for --max-drop)"),
 ) -> None:
     """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
     from edgeq.pipeline import ExportRequest, run_export
@@ -33,6 +41,7 @@ def export(
     request = ExportRequest(
         model=model, calib=calib, backends=backend, out=out, weights=weights, input_shapes=input_shape,
         calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
+        eval_spec=eval_spec, eval_samples=eval_samples, metric=metric, max_drop=max_drop, drop_type=drop_type,
         options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io),  # type: ignore[arg-type]
     )
     with StepProgress() as progress:
@@ -42,6 +51,11 @@ def export(
     if failed and len(failed) == len([a for a in manifest.artifacts if a.backend in request.backends or "all" in request.backends]):
         console.print("[red]every requested backend failed[/red]")
         raise typer.Exit(1)
+    missed = [a.backend for a in manifest.artifacts if a.accuracy_control is not None and not a.accuracy_control.met]
+    if missed:
+        console.print(f"[red]accuracy budget --max-drop {max_drop:g} not met by {', '.join(missed)}: the best "
+                      "artifact found was kept and marked (accuracy_control.met = false)[/red]")
+        raise typer.Exit(3)
 
 
 def backends() -> None:

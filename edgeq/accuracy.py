@@ -1,0 +1,295 @@
+"""Accuracy-aware quantization (``edgeq export --eval EVALSET --max-drop X``).
+
+Plain post-training quantization runs first. If its metric drop (against the FP32 source model, on the eval set)
+exceeds the budget, layers go back to float until the drop is within budget, with each backend's own tool:
+
+- ``openvino-int8``: NNCF's ``quantize_with_accuracy_control`` (ranks quantizers by their effect on the metric and
+  reverts the worst ones); the layers it returned to float are read by comparing the plain and the controlled IR.
+- ``onnx-qdq`` and ``tflite-int8``: quantized activations are ranked by their local quantization error, measured
+  in the quantized model itself on a few eval samples (ORT ``qdq_loss_debug`` pre/post-QDQ tensors; PT2E's
+  converted reference graph for TFLite). The error is the median over channels of the per-channel SQNR, so a
+  tensor whose few outlier channels stretch the per-tensor range (and crush every other channel) ranks first.
+  Then the producer and consumers of the top-k tensors are excluded — ORT ``nodes_to_exclude``; PT2E modules left
+  unannotated — for k = 1, 2, … until the budget is met.
+
+When the budget cannot be met, the artifact with the smallest drop is kept and marked ``met: false``.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeq.manifest import AccuracyControl
+from edgeq.types import ExportOptions, Feeds
+
+if TYPE_CHECKING:
+    from edgeq.pipeline import Candidate, EvalContext
+
+RANKING_SAMPLES = 16
+MAX_ATTEMPTS = 8
+CONTROLLED = {"onnx-qdq", "openvino-int8", "tflite-int8"}
+
+
+@dataclass
+class LayerGroup:
+    """A quantized activation tensor and the layers to return to float so that it stays float."""
+
+    tensor: str
+    sqnr_db: float
+    layers: list[str]
+
+
+def channel_sqnr(pre: np.ndarray, post: np.ndarray) -> float:
+    """Median over channels (axis 1, or the last axis of a 2-D tensor) of the SQNR in dB of ``post`` vs ``pre``."""
+    pre, post = np.asarray(pre, dtype=np.float64), np.asarray(post, dtype=np.float64)
+    if pre.ndim < 2:
+        pre, post = pre.reshape(1, -1), post.reshape(1, -1)
+    moved_pre = np.moveaxis(pre, 1, 0).reshape(pre.shape[1], -1)
+    moved_post = np.moveaxis(post, 1, 0).reshape(post.shape[1], -1)
+    signal = (moved_pre ** 2).sum(axis=1)
+    noise = ((moved_pre - moved_post) ** 2).sum(axis=1)
+    live = signal > 0
+    if not live.any():
+        return float("inf")
+    sqnr = 10 * np.log10(signal[live] / np.maximum(noise[live], 1e-30))
+    return float(np.median(sqnr))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ONNX Runtime QDQ
+# ---------------------------------------------------------------------------------------------------------------
+def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
+    """Quantized activations of a QDQ model, worst median per-channel SQNR first, with producer + consumer nodes."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+    from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> Feeds | None:
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        augmented = Path(tmp) / "augmented.onnx"
+        modify_model_output_intermediate_tensors(str(model), str(augmented))
+        matching = create_activation_matching(collect_activations(str(augmented), Reader()))
+    graph = onnx.load(str(model), load_external_data=False).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    qdq_ops = {"QuantizeLinear", "DequantizeLinear"}
+    groups = []
+    for tensor, pair in matching.items():
+        if "pre_qdq" not in pair or "post_qdq" not in pair:
+            continue
+        sqnr = float(np.mean([channel_sqnr(a, b) for a, b in zip(pair["pre_qdq"], pair["post_qdq"])]))
+        layers = []
+        producer = producers.get(tensor)
+        if producer is not None and producer.op_type not in qdq_ops and producer.name:
+            layers.append(producer.name)
+        dq_out = tensor + DEQUANT_OUTPUT_SUFFIX
+        layers += [n.name for n in graph.node if n.op_type not in qdq_ops and n.name
+                   and (dq_out in n.input or tensor in n.input) and n.name not in layers]
+        if layers:
+            groups.append(LayerGroup(tensor, round(sqnr, 2), layers))
+    return sorted(groups, key=lambda g: g.sqnr_db)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TFLite (litert-torch PT2E)
+# ---------------------------------------------------------------------------------------------------------------
+def _module_path(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else ""
+
+
+def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds]) -> list[LayerGroup]:
+    """The same ranking on PT2E's converted reference graph (quantize → dequantize pairs run in torch).
+
+    Uses litert-torch's PT2EQuantizer and the same calibration as tflite-int8; groups are module paths.
+    """
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgeq.backends._tflite import quiet, torch_module_or_refuse
+
+    module, args = torch_module_or_refuse(source, "tflite-int8")
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    with quiet(), torch.no_grad():
+        graph = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+        for sample in calib:
+            graph(*source.example_inputs(sample))
+        graph = convert_pt2e(graph, fold_quantize=False)
+        pairs = []  # (quantize node input, dequantize node) per activation
+        for node in graph.graph.nodes:
+            if node.op == "call_function" and "quantize_per_tensor" in str(node.target) \
+                    and "dequantize" not in str(node.target) and isinstance(node.args[0], torch.fx.Node) \
+                    and node.args[0].op != "get_attr":
+                for user in node.users:
+                    if "dequantize" in str(user.target):
+                        pairs.append((node.args[0], user))
+        watched = {n for pair in pairs for n in pair}
+        values: dict[Any, list[np.ndarray]] = {n: [] for n in watched}
+
+        class Recorder(torch.fx.Interpreter):
+            def run_node(self, n: Any) -> Any:
+                result = super().run_node(n)
+                if n in values:
+                    values[n].append(result.detach().float().numpy())
+                return result
+
+        recorder = Recorder(graph)
+        for sample in feeds:
+            recorder.run(*source.example_inputs(sample))
+    groups = []
+    for pre, dq in pairs:
+        if not values[pre]:
+            continue
+        sqnr = float(np.mean([channel_sqnr(a, b) for a, b in zip(values[pre], values[dq])]))
+        layers = [p for p in [_module_path(pre)] + [_module_path(u) for u in dq.users] if p]
+        layers = list(dict.fromkeys(layers))
+        if layers:
+            groups.append(LayerGroup(pre.name, round(sqnr, 2), layers))
+    return sorted(groups, key=lambda g: g.sqnr_db)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OpenVINO (NNCF)
+# ---------------------------------------------------------------------------------------------------------------
+def quantized_ov_layers(model_xml: Path) -> set[str]:
+    """Names of the ops of an IR that read at least one FakeQuantize output (the layers running in INT8)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(model_xml))
+    found = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("FakeQuantize", "FakeConvert", "Convert", "Constant", "Parameter", "Result"):
+            continue
+        for value in op.inputs():
+            producer = value.get_source_output().get_node()
+            if producer.get_type_name() in ("FakeQuantize", "FakeConvert"):
+                found.add(op.get_friendly_name())
+                break
+    return found
+
+
+def nncf_control(options: ExportOptions, evaluation: EvalContext) -> ExportOptions:
+    """Options that make openvino-int8 call ``nncf.quantize_with_accuracy_control`` with the eval set."""
+    samples = evaluation.eval_set.samples
+    sign = 1.0 if evaluation.metric.higher_is_better else -1.0  # NNCF maximizes
+
+    def validate(compiled: Any, items: Any) -> tuple[float, None]:
+        indices, outputs = [], []
+        for index, feeds in items:
+            indices.append(index)
+            outputs.append(np.asarray(compiled(feeds)[0]))
+        truth = evaluation.truth
+        from edgeq.evaluation import score
+
+        subset = None if truth is None else np.asarray(truth)[indices]
+        return sign * score(evaluation.metric, outputs, subset), None
+
+    changed = copy.deepcopy(options)
+    changed.extra = dict(options.extra)
+    changed.extra["nncf_accuracy_control"] = {
+        "items": [(i, s) for i, s in enumerate(samples)], "validate": validate,
+        "max_drop": float(evaluation.max_drop or 0.0), "drop_type": evaluation.drop_type}
+    return changed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The control loop
+# ---------------------------------------------------------------------------------------------------------------
+def _with_extra(options: ExportOptions, key: str, value: object) -> ExportOptions:
+    changed = copy.copy(options)
+    changed.extra = dict(options.extra)
+    changed.extra[key] = value
+    return changed
+
+
+def latency_ratio(first: Path, second: Path, feeds: Feeds, rounds: int = 3) -> float | None:
+    """p50(second) / p50(first), timed interleaved in this process (1 thread, short runs); None on failure."""
+    from edgeq.targets.runner import measure, open_session
+
+    try:
+        sessions = [open_session(str(first), 1), open_session(str(second), 1)]
+        prepared = [s.prepare(feeds) for s in sessions]
+        medians: list[list[float]] = [[], []]
+        for _ in range(rounds):
+            for i, session in enumerate(sessions):
+                medians[i].append(measure(session, prepared[i], min_runs=30, min_seconds=0.2, warmup=3)["p50_ms"])
+        return round(float(np.median(medians[1]) / np.median(medians[0])), 3)
+    except Exception:  # noqa: BLE001 - timing is informative only
+        return None
+
+
+def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions, plain: Candidate,
+                     rebuild: Callable[[ExportOptions], Candidate],
+                     evaluation: EvalContext) -> tuple[Candidate, AccuracyControl]:
+    """Return the candidate to keep (plain PTQ when within budget) and what was done, for the manifest."""
+    budget = float(evaluation.max_drop or 0.0)
+    assert plain.evaluation is not None
+    before = plain.evaluation.drop
+    record = AccuracyControl(budget=budget, drop_type=evaluation.drop_type, drop_before=before, drop_after=before,
+                             met=before <= budget, method="plain PTQ within budget")
+    if record.met:
+        return plain, record
+    if name not in CONTROLLED:
+        record.method = "none: this backend has no quantized layers to return to float"
+        return plain, record
+    best, attempts = plain, []
+    feeds = evaluation.eval_set.samples
+    if name == "openvino-int8":
+        record.method = "nncf.quantize_with_accuracy_control (ranks quantizers by metric, reverts the worst)"
+        candidate = rebuild(nncf_control(options, evaluation))
+        floated = sorted(quantized_ov_layers(plain.files.main) - quantized_ov_layers(candidate.files.main))
+        assert candidate.evaluation is not None
+        attempts.append({"layers_to_float": floated, "drop": candidate.evaluation.drop})
+        if candidate.evaluation.drop < before:
+            record.layers_to_float, best = floated, candidate
+        else:
+            candidate.discard()
+    else:
+        if name == "onnx-qdq":
+            record.method = "median per-channel SQNR of each QDQ activation (ORT qdq_loss_debug); nodes_to_exclude"
+            groups, key = rank_onnx_qdq(plain.files.main, feeds[:RANKING_SAMPLES]), "nodes_to_exclude"
+        else:
+            record.method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
+            groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES]), "tflite_exclude_modules"
+        record.ranked_layers = [f"{g.tensor} ({g.sqnr_db:g} dB): {', '.join(g.layers)}" for g in groups]
+        base = [str(n) for n in options.extra.get(key, []) or []]
+        for k in range(1, min(len(groups), MAX_ATTEMPTS) + 1):
+            layers = list(dict.fromkeys(layer for g in groups[:k] for layer in g.layers))
+            candidate = rebuild(_with_extra(options, key, base + layers))
+            assert candidate.evaluation is not None
+            attempts.append({"layers_to_float": layers, "drop": candidate.evaluation.drop})
+            if best.evaluation is None or candidate.evaluation.drop < best.evaluation.drop:
+                if best is not plain:
+                    best.discard()
+                best = candidate
+                record.layers_to_float = layers
+            else:
+                candidate.discard()
+            if best.evaluation is not None and best.evaluation.drop <= budget:
+                break
+    record.attempts = attempts
+    assert best.evaluation is not None
+    record.drop_after = best.evaluation.drop
+    record.met = record.drop_after <= budget
+    if best is not plain:
+        record.latency_ratio_vs_ptq = latency_ratio(plain.files.main, best.files.main, feeds[0])
+        plain.discard()
+    return best, record
