@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from edgeq import __version__
 from edgeq.backends import get_backend, resolve
 from edgeq.errors import BackendUnavailable, EdgeqError
 from edgeq.evaluation import EvalSet, choose_metric, fidelity_summary, ground_truth, load_eval_set, score
+from edgeq.export_jobs import export_in_parallel, plan_slots
 from edgeq.manifest import (
     MANIFEST_NAME,
     Artifact,
@@ -66,6 +67,8 @@ class ExportRequest:
     metric: str | None = None
     max_drop: float | None = None
     drop_type: str = "absolute"
+    jobs: int | str = "auto"
+    """Backends exported at once, each on its own cores ("auto": one per two cores; see edgeq/export_jobs.py)."""
 
 
 def tool_versions() -> dict[str, str]:
@@ -326,9 +329,15 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
             evaluation, manifest.evaluation = prepare_evaluation(request, source)
             if manifest.evaluation.source == data.info.source:
                 manifest.evaluation.note = "the eval set is the calibration source: scores may be optimistic"
-        for name in names:
-            step(f"exporting {name}")
-            row = export_one(name, source, data.calib, model_dir, options, holdout, references, evaluation)
+        slots = plan_slots(request.jobs, len(names))
+        if len(slots) > 1:
+            step(f"exporting {len(names)} backends, {len(slots)} at a time on cores {slots}")
+            rows = export_in_parallel(request, names, model_dir, references, evaluation, slots)
+        else:
+            rows = _export_sequentially(names, source, data.calib, model_dir, options, holdout, references,
+                                        evaluation, step)
+        for row in rows:
+            name = row.backend
             tick("export", f"exported {name}", len(names))
             manifest.artifacts = [a for a in manifest.artifacts if a.backend != name] + [row]
             manifest.write(model_dir / MANIFEST_NAME)
@@ -337,6 +346,14 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
         return manifest
     finally:
         source.close()
+
+
+def _export_sequentially(names: list[str], source: ModelSource, calib: Any, model_dir: Path, options: ExportOptions,
+                         holdout: list[Feeds], references: list[list[np.ndarray]], evaluation: EvalContext | None,
+                         step: Callable[[str], None]) -> Iterator[Artifact]:
+    for name in names:
+        step(f"exporting {name}")
+        yield export_one(name, source, calib, model_dir, options, holdout, references, evaluation)
 
 
 def _order() -> list[str]:

@@ -30,6 +30,8 @@ def export(
     max_drop: float | None = typer.Option(None, "--max-drop", help="Accuracy budget vs FP32 (needs --eval): layers "
                                           "return to float until the drop is within it"),
     drop_type: str = typer.Option("absolute", "--drop-type", help="absolute | relative (for --max-drop)"),
+    jobs: str = typer.Option("auto", "--jobs", "-j", help="Backends exported at once, each pinned to its own cores "
+                             "(auto: one per 2 cores, so never more threads than cores)"),
 ) -> None:
     """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
     from edgeq.pipeline import ExportRequest, run_export
@@ -42,6 +44,7 @@ def export(
         model=model, calib=calib, backends=backend, out=out, weights=weights, input_shapes=input_shape,
         calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
         eval_spec=eval_spec, eval_samples=eval_samples, metric=metric, max_drop=max_drop, drop_type=drop_type,
+        jobs=_parse_jobs(jobs),
         options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io),  # type: ignore[arg-type]
     )
     with StepProgress() as progress:
@@ -56,6 +59,14 @@ def export(
         console.print(f"[red]accuracy budget --max-drop {max_drop:g} not met by {', '.join(missed)}: the best "
                       "artifact found was kept and marked (accuracy_control.met = false)[/red]")
         raise typer.Exit(3)
+
+
+def _parse_jobs(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"--jobs must be 'auto' or a whole number ≥ 1 (got {text!r})")
+    return int(text)
 
 
 def backends() -> None:
