@@ -220,18 +220,13 @@ def _with_extra(options: ExportOptions, key: str, value: object) -> ExportOption
     return changed
 
 
-def latency_ratio(first: Path, second: Path, feeds: Feeds, rounds: int = 3) -> float | None:
-    """p50(second) / p50(first), timed interleaved in this process (1 thread, short runs); None on failure."""
-    from edgeq.targets.runner import measure, open_session
+def latency_ratio(first: Path, second: Path, feeds: Feeds, rounds: int = 10) -> float | None:
+    """Median paired latency ratio second / first (``edgeq.measure.interleaved_latency``, 1 thread); None on failure."""
+    from edgeq.measure import interleaved_latency
 
     try:
-        sessions = [open_session(str(first), 1), open_session(str(second), 1)]
-        prepared = [s.prepare(feeds) for s in sessions]
-        medians: list[list[float]] = [[], []]
-        for _ in range(rounds):
-            for i, session in enumerate(sessions):
-                medians[i].append(measure(session, prepared[i], min_runs=30, min_seconds=0.2, warmup=3)["p50_ms"])
-        return round(float(np.median(medians[1]) / np.median(medians[0])), 3)
+        timed = interleaved_latency({"ptq": first, "controlled": second}, threads=1, rounds=rounds, feeds=feeds)
+        return round(timed["controlled"]["ratio_to_first"], 3)
     except Exception:  # noqa: BLE001 - timing is informative only
         return None
 

@@ -95,7 +95,7 @@ class AccuracyControl(_Model):
     attempts: list[dict[str, object]] = Field([], description="Each candidate tried: layers in float, drop.")
     met: bool
     latency_ratio_vs_ptq: float | None = Field(None, description="p50 of the kept artifact / p50 of plain PTQ "
-                                                                 "(short interleaved timing, 1 thread).")
+                                                                 "(median of paired ratios, interleaved, 1 thread, 10 rounds).")
 
 
 class EvalInfo(_Model):

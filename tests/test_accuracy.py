@@ -59,6 +59,7 @@ def test_max_drop_returns_sensitive_layers_to_float(backend: str, sensitive_weig
     assert control.drop_before > 0.02  # plain per-tensor PTQ is wrecked by the outlier channels
     assert control.met and control.drop_after <= 0.01 and art.evaluation.drop == pytest.approx(control.drop_after)
     assert control.layers_to_float and len(control.attempts) >= 1
+    assert control.latency_ratio_vs_ptq is not None and control.latency_ratio_vs_ptq > 0  # timed, interleaved
     if backend == "onnx-qdq":
         assert art.recipe["nodes_to_exclude"] == control.layers_to_float
         assert control.ranked_layers[0].startswith(control.ranked_layers[0].split(" ")[0])
