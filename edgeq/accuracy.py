@@ -202,12 +202,9 @@ def nncf_control(options: ExportOptions, evaluation: EvalContext) -> ExportOptio
         subset = None if truth is None else np.asarray(truth)[indices]
         return sign * score(evaluation.metric, outputs, subset), None
 
-    changed = copy.deepcopy(options)
-    changed.extra = dict(options.extra)
-    changed.extra["nncf_accuracy_control"] = {
+    return _with_extra(options, "nncf_accuracy_control", {
         "items": [(i, s) for i, s in enumerate(samples)], "validate": validate,
-        "max_drop": float(evaluation.max_drop or 0.0), "drop_type": evaluation.drop_type}
-    return changed
+        "max_drop": float(evaluation.max_drop or 0.0), "drop_type": evaluation.drop_type})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -71,6 +71,10 @@ class Metric:
     needs: str
     compute: Callable[[np.ndarray, np.ndarray | None], float]
 
+    def __reduce__(self) -> tuple[Callable[[str], Metric], tuple[str]]:
+        """Pickled by name (export worker processes resolve it again, custom ``module:function`` included)."""
+        return resolve_metric, (self.name,)
+
 
 def _scores(outputs: np.ndarray) -> np.ndarray:
     return np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)

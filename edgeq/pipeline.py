@@ -323,12 +323,16 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
         manifest.calibration = data.info
         manifest.tools = tool_versions()
         evaluation = None
-        manifest.evaluation = None
-        if request.eval_spec:
+        if request.eval_spec:  # without --eval, the previous eval info stays with the artifacts it scored
             step("running the FP32 reference on the eval set")
+            previous = manifest.evaluation
             evaluation, manifest.evaluation = prepare_evaluation(request, source)
             if manifest.evaluation.source == data.info.source:
                 manifest.evaluation.note = "the eval set is the calibration source: scores may be optimistic"
+            if previous is None or (previous.source, previous.samples, previous.metric) != (
+                    manifest.evaluation.source, manifest.evaluation.samples, manifest.evaluation.metric):
+                for kept in manifest.artifacts:  # scored on another eval set: not comparable, dropped
+                    kept.evaluation, kept.accuracy_control = None, None
         slots = plan_slots(request.jobs, len(names))
         if len(slots) > 1:
             step(f"exporting {len(names)} backends, {len(slots)} at a time on cores {slots}")

@@ -112,3 +112,18 @@ def test_bad_eval_options_one_line(extra: list[str], message: str, tiny_model_fi
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow  # spawns two worker processes that import the whole stack (~40-80 s here)
+def test_eval_in_parallel_export_workers(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
+    # --jobs 2: each backend in its own worker process; the eval context (metric included) travels pickled
+    code = _export(f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "16",
+                   "--eval", str(tiny_calib), "--eval-samples", "8", "--metric", "cosine", "--max-drop", "0.05",
+                   "--jobs", "2", "-b", "onnx-fp32", "-b", "onnx-qdq", "--out", str(tmp_path))
+    assert code == 0
+    manifest = Manifest.read(tmp_path / "tinycnn" / "manifest.json")
+    for backend in ("onnx-fp32", "onnx-qdq"):
+        art = manifest.artifact(backend)
+        assert art.status == "ok", art.error
+        assert art.evaluation is not None and art.evaluation.metric == "cosine" and art.evaluation.value > 0.95
+        assert art.accuracy_control is not None and art.accuracy_control.met

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,9 @@ def test_custom_metric_from_file_and_module(tmp_path: Path) -> None:
     with pytest.raises(EdgeqError, match="failed: ValueError: nope"):
         score(resolve_metric(f"{path}:broken"), list(SCORES), LABELS)
     assert resolve_metric("edgeq.metrics:metric_drop").higher_is_better is True  # importable module path
+    again = pickle.loads(pickle.dumps(metric))  # export worker processes (--jobs) receive metrics pickled
+    assert again.higher_is_better is False and score(again, list(SCORES), LABELS) == pytest.approx(0.5)
+    assert score(pickle.loads(pickle.dumps(resolve_metric("top1"))), list(SCORES), LABELS) == pytest.approx(0.5)
     with pytest.raises(EdgeqError, match="has no function missing"):
         resolve_metric(f"{path}:missing")
     with pytest.raises(EdgeqError, match="cannot import no_such_module_xyz"):
