@@ -8,6 +8,7 @@ litert-torch as a PyTorch module converted by onnx2fx (``OnnxSource.torch_module
 - fp16 / dynamic: the FP32 .tflite re-quantized by ai-edge-quantizer (FP16 weight casting; dynamic-range int8 weights
   with activations quantized at run time).
 Inputs keep the PyTorch layout (NCHW); the manifest records it.
+Keras / SavedModel sources take TensorFlow's own ``tf.lite.TFLiteConverter`` instead (``_tflite_keras.py``, NHWC).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def lowering_errors(backend: str) -> Iterator[None]:
 
 
 def convert_fp32(source, out: Path, backend: str) -> Path:
+    if source.framework == "keras":  # TensorFlow's own converter (edgeq/backends/_tflite_keras.py)
+        from edgeq.backends import _tflite_keras
+
+        return _tflite_keras.convert(source, out, "fp32")
     import litert_torch
 
     module, args = torch_module_or_refuse(source, backend)
@@ -141,6 +146,12 @@ class RequantizedTflite(Backend):
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         import tempfile
 
+        if source.framework == "keras":  # TFLiteConverter's own fp16 / dynamic-range options
+            from edgeq.backends import _tflite_keras
+
+            main = _tflite_keras.convert(source, out_dir / "model.tflite", self.requantize_kind)
+            return ExportedFiles(main=main, recipe=_tflite_keras.recipe(source, self.requantize_kind),
+                                 notes=[_tflite_keras.NOTES[self.requantize_kind]])
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tflite-") as tmp:
             fp32 = convert_fp32(source, Path(tmp) / "fp32.tflite", self.name)
             main = requantize(fp32, out_dir / "model.tflite", self.requantize_kind)

@@ -17,4 +17,5 @@ class TfliteFp32(Backend):
 
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         main = convert_fp32(source, out_dir / "model.tflite", self.name)
-        return ExportedFiles(main=main, recipe={"route": "litert-torch", "layout": source.layout})
+        route = "tf.lite.TFLiteConverter" if source.framework == "keras" else "litert-torch"
+        return ExportedFiles(main=main, recipe={"route": route, "layout": source.layout})

@@ -1,0 +1,91 @@
+"""TFLite (LiteRT) from TensorFlow / Keras sources: TensorFlow's own ``tf.lite.TFLiteConverter``.
+
+The converter reads the source's static batch-1 SavedModel (``KerasSource.saved_model_dir``):
+- fp32: plain conversion;
+- fp16: ``Optimize.DEFAULT`` + ``supported_types=[tf.float16]`` (FP16 weights, dequantized at load/run time);
+- dynamic: ``Optimize.DEFAULT`` alone (dynamic range: int8 weights, activations quantized at run time);
+- int8: full integer — ``Optimize.DEFAULT`` + a representative dataset from the calibration set +
+  ``TFLITE_BUILTINS_INT8`` only (an op without an int8 kernel fails instead of silently staying float);
+  model I/O int8 (``inference_input_type/inference_output_type``) unless ``--tflite-io float``.
+The converter's int8 scheme: per-channel symmetric int8 weights, per-tensor asymmetric int8 activations.
+Inputs keep the Keras layout (NHWC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.errors import BackendError, UnsupportedConversion
+from edgeq.models.keras_model import quiet_tf
+
+ROUTE = "tf.lite.TFLiteConverter"
+KINDS = ("fp32", "fp16", "dynamic", "int8")
+NOTES = {
+    "fp32": "FP32 baseline (tf.lite.TFLiteConverter)",
+    "fp16": "FP16 weights (TFLiteConverter float16); computed in FP32 on CPUs without FP16 arithmetic",
+    "dynamic": "dynamic-range: int8 weights, activations quantized at run time (TFLiteConverter)",
+    "int8": "full integer: int8 weights and activations (TFLiteConverter, representative dataset)",
+}
+
+
+def _converter(source: Any) -> Any:
+    import tensorflow as tf
+
+    if source.framework != "keras":
+        raise UnsupportedConversion(f"{ROUTE} route is for TensorFlow/Keras sources, not {source.framework}")
+    return tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir()))
+
+
+def _representative(source: Any, calib: Any) -> Any:
+    """The converter's representative dataset: one list of float arrays (``inputs`` order) per calibration sample."""
+
+    def samples() -> Iterator[list[np.ndarray]]:
+        for feeds in calib:
+            yield [np.asarray(feeds[spec.name], dtype=np.float32).reshape(spec.shape) for spec in source.inputs]
+
+    return samples
+
+
+def convert(source: Any, out: Path, kind: str, calib: Any = None, io: str = "int8") -> Path:
+    """Write ``out`` (a .tflite) for ``kind`` in fp32 | fp16 | dynamic | int8 (``io`` int8 | float for int8)."""
+    import tensorflow as tf
+
+    if kind not in KINDS:
+        raise BackendError(f"unknown TFLite conversion {kind!r}; one of {', '.join(KINDS)}")
+    converter = _converter(source)
+    if kind != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if kind == "int8":
+        converter.representative_dataset = _representative(source, calib)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    try:
+        with quiet_tf():
+            flatbuffer = converter.convert()
+    except Exception as exc:  # noqa: BLE001 - converter errors are long; keep the meaningful line
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if "error:" in line), lines[0] if lines else type(exc).__name__)
+        raise UnsupportedConversion(f"{ROUTE} failed for {source.name} ({kind}): {detail[:220]}") from None
+    out.write_bytes(flatbuffer)
+    return out
+
+
+def recipe(source: Any, kind: str, io: str = "int8") -> dict[str, object]:
+    """What the manifest records for a Keras-route TFLite artifact."""
+    base: dict[str, object] = {"route": ROUTE, "layout": source.layout}
+    if kind == "fp16":
+        base["weights"] = "fp16"
+    elif kind == "dynamic":
+        base["weights"] = "int8 (dynamic range, activations quantized at run time)"
+    elif kind == "int8":
+        base |= {"weights": "int8 symmetric per-channel", "activations": "int8 asymmetric per-tensor",
+                 "calibration": "minmax", "io": io, "ops": "TFLITE_BUILTINS_INT8"}
+    return base
