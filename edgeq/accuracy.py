@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeq.errors import EdgeqError
 from edgeq.manifest import AccuracyControl
 from edgeq.types import ExportOptions, Feeds
 
@@ -244,39 +245,47 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
         return plain, record
     best, attempts = plain, []
     feeds = evaluation.eval_set.samples
-    if name == "openvino-int8":
-        record.method = "nncf.quantize_with_accuracy_control (ranks quantizers by metric, reverts the worst)"
-        candidate = rebuild(nncf_control(options, evaluation))
-        floated = sorted(quantized_ov_layers(plain.files.main) - quantized_ov_layers(candidate.files.main))
-        assert candidate.evaluation is not None
-        attempts.append({"layers_to_float": floated, "drop": candidate.evaluation.drop})
-        if candidate.evaluation.drop < before:
-            record.layers_to_float, best = floated, candidate
-        else:
-            candidate.discard()
-    else:
-        if name == "onnx-qdq":
-            record.method = "median per-channel SQNR of each QDQ activation (ORT qdq_loss_debug); nodes_to_exclude"
-            groups, key = rank_onnx_qdq(plain.files.main, feeds[:RANKING_SAMPLES]), "nodes_to_exclude"
-        else:
-            record.method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
-            groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES]), "tflite_exclude_modules"
-        record.ranked_layers = [f"{g.tensor} ({g.sqnr_db:g} dB): {', '.join(g.layers)}" for g in groups]
-        base = [str(n) for n in options.extra.get(key, []) or []]
-        for k in range(1, min(len(groups), MAX_ATTEMPTS) + 1):
-            layers = list(dict.fromkeys(layer for g in groups[:k] for layer in g.layers))
-            candidate = rebuild(_with_extra(options, key, base + layers))
+    try:
+        if name == "openvino-int8":
+            record.method = "nncf.quantize_with_accuracy_control (ranks quantizers by metric, reverts the worst)"
+            candidate = rebuild(nncf_control(options, evaluation))
+            floated = sorted(quantized_ov_layers(plain.files.main) - quantized_ov_layers(candidate.files.main))
             assert candidate.evaluation is not None
-            attempts.append({"layers_to_float": layers, "drop": candidate.evaluation.drop})
-            if best.evaluation is None or candidate.evaluation.drop < best.evaluation.drop:
-                if best is not plain:
-                    best.discard()
-                best = candidate
-                record.layers_to_float = layers
+            attempts.append({"layers_to_float": floated, "drop": candidate.evaluation.drop})
+            if candidate.evaluation.drop < before:
+                record.layers_to_float, best = floated, candidate
             else:
                 candidate.discard()
-            if best.evaluation is not None and best.evaluation.drop <= budget:
-                break
+        else:
+            if name == "onnx-qdq":
+                record.method = "median per-channel SQNR of each QDQ activation (ORT qdq_loss_debug); nodes_to_exclude"
+                groups, key = rank_onnx_qdq(plain.files.main, feeds[:RANKING_SAMPLES]), "nodes_to_exclude"
+            else:
+                record.method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
+                groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES]), "tflite_exclude_modules"
+            record.ranked_layers = [f"{g.tensor} ({g.sqnr_db:g} dB): {', '.join(g.layers)}" for g in groups]
+            base = [str(n) for n in options.extra.get(key, []) or []]
+            for k in range(1, min(len(groups), MAX_ATTEMPTS) + 1):
+                layers = list(dict.fromkeys(layer for g in groups[:k] for layer in g.layers))
+                candidate = rebuild(_with_extra(options, key, base + layers))
+                assert candidate.evaluation is not None
+                attempts.append({"layers_to_float": layers, "drop": candidate.evaluation.drop})
+                if best.evaluation is None or candidate.evaluation.drop < best.evaluation.drop:
+                    if best is not plain:
+                        best.discard()
+                    best = candidate
+                    record.layers_to_float = layers
+                else:
+                    candidate.discard()
+                if best.evaluation is not None and best.evaluation.drop <= budget:
+                    break
+    except KeyboardInterrupt:
+        if best is not plain:
+            best.discard()
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed control step keeps the best artifact so far, with the reason
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        attempts.append({"error": first if isinstance(exc, EdgeqError) else f"{type(exc).__name__}: {first}"})
     record.attempts = attempts
     assert best.evaluation is not None
     record.drop_after = best.evaluation.drop
