@@ -140,15 +140,16 @@ def test_dynamic_dims_need_input_shape(nhwc_calib: Path, tmp_path: Path, capsys)
     assert art.status == "ok" and art.inputs[0].shape == [1, 16, 16, 3]
 
 
-@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04 truncated zip"])
-def test_corrupt_keras_file_is_one_line(content: bytes, nhwc_calib: Path, tmp_path: Path, capsys) -> None:
-    bad = tmp_path / "broken.keras"
+@pytest.mark.parametrize(("suffix", "content"), [(".keras", b"not a zip"), (".keras", b"PK\x03\x04 truncated zip"),
+                                               (".h5", b"not HDF5")])
+def test_corrupt_keras_file_is_one_line(suffix: str, content: bytes, nhwc_calib: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / f"broken{suffix}"
     bad.write_bytes(content)
     capsys.readouterr()
     assert main(["export", str(bad), "--calib", str(nhwc_calib), "--out", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert "not a readable" in err and "broken.keras" in err, err
+    assert "not a readable" in err and bad.name in err, err
     assert not (tmp_path / "o" / "broken").exists()
 
 
