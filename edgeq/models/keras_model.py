@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.errors import ModelError
+from edgeq.errors import BackendUnavailable, ModelError
 from edgeq.models.base import ModelSource
 from edgeq.models.shapes import shape_for
 from edgeq.types import Feeds, Layout, TensorSpec
@@ -149,6 +150,8 @@ class KerasSource(ModelSource):
     @classmethod
     def load(cls, path: Path, input_shapes: dict[str, tuple[int, ...]]) -> KerasSource:
         """Load a ``.keras`` / ``.h5`` file or a SavedModel directory; one-line ModelError when unreadable."""
+        if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
+            raise ModelError("TensorFlow/Keras input support is not installed: pip install 'edgeq[tf]'")
         if path.is_dir():
             return cls._from_saved_model(path, input_shapes)
         model = _load_keras(path)
@@ -261,8 +264,11 @@ class KerasSource(ModelSource):
     def _to_onnx(self, out_dir: Path) -> Path:
         """tf2onnx on the batch-1 ``tf.function``; graph outputs renamed to ``output_names``."""
         import onnx
-        import tf2onnx
 
+        try:
+            import tf2onnx
+        except ImportError:
+            raise BackendUnavailable("converting a Keras model to ONNX needs tf2onnx: pip install 'edgeq[tf]'") from None
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
             with quiet_tf():
