@@ -1,7 +1,15 @@
 """Benchmark models defined in the repo (no downloads). Random init is deterministic (seeded).
 
 Each is importable by the CLI as ``bench/models.py:ClassName`` (the class attribute ``input_shape`` gives the
-input shape).
+input shape). Every parameter and buffer comes from a fixed-seed generator, so two instances in any process
+are identical (an edgeq export and a peer's recipe quantize the very same network).
+
+Random weights with identity BatchNorm/LayerNorm would be unrealistically friendly to INT8 (all channels alike).
+Trained networks are not: folded BN scales differ by orders of magnitude between channels (the reason for
+per-channel weights, e.g. MobileNet depthwise layers) and BERT's LayerNorm outputs have a few outlier
+dimensions (the reason for SmoothQuant / transformer recipes). So the models get, deterministically:
+log-normal BN gammas and beta offsets with running statistics measured on seeded N(0,1) inputs (BN then
+normalizes like a trained net), and LayerNorm gains with two outlier dimensions in BertMini.
 """
 
 from __future__ import annotations
@@ -10,12 +18,35 @@ import torch
 from torch import nn
 
 
-def _seeded(module: nn.Module, seed: int = 0) -> None:
+def _seeded(module: nn.Module, seed: int = 0, stats_input: tuple[int, ...] | None = None) -> None:
+    """Deterministic weights, biases and norm parameters; BN running stats from seeded inputs of ``stats_input``."""
     gen = torch.Generator().manual_seed(seed)
-    for param in module.parameters():
-        if param.dim() > 1:
-            with torch.no_grad():
-                param.copy_(torch.randn(param.shape, generator=gen) * (2.0 / param[0].numel()) ** 0.5)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen)
+
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.dim() > 1:
+                param.copy_(randn(*param.shape) * (2.0 / param[0].numel()) ** 0.5)
+            elif name.endswith("bias"):
+                param.copy_(0.02 * randn(*param.shape))
+        for sub in module.modules():
+            if isinstance(sub, nn.BatchNorm2d):
+                sub.weight.copy_(torch.exp(0.7 * randn(sub.num_features)))
+                sub.bias.copy_(0.1 * randn(sub.num_features))
+            elif isinstance(sub, nn.LayerNorm):
+                sub.weight.copy_(1.0 + 0.1 * randn(*sub.weight.shape))
+        if stats_input is not None:
+            norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+            for bn in norms:
+                bn.reset_running_stats()
+                bn.momentum = None  # cumulative average over the stats batches
+            module.train()
+            module(randn(4, *stats_input[1:]))
+            for bn in norms:
+                bn.momentum = 0.1
+    module.eval()
 
 
 class BasicBlock(nn.Module):
@@ -49,7 +80,7 @@ class ResNet18(nn.Module):
             cin = cout
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(512, num_classes)
-        _seeded(self)
+        _seeded(self, stats_input=self.input_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
@@ -90,14 +121,18 @@ class MobileNetV2(nn.Module):
         layers += [nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(1280, num_classes)
-        _seeded(self)
+        _seeded(self, stats_input=self.input_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
 class BertMini(nn.Module):
-    """BERT-mini-shaped encoder: 4 layers, hidden 256, 4 heads, seq 128, on float token embeddings."""
+    """BERT-mini-shaped encoder: 4 layers, hidden 256, 4 heads, seq 128, on float token embeddings;
+    returns the last hidden state.
+
+    LayerNorm dimensions 7 and 100 carry 12× gains (the outlier dimensions trained BERTs show).
+    """
 
     input_shape = (1, 128, 256)
 
@@ -105,8 +140,10 @@ class BertMini(nn.Module):
         super().__init__()
         layer = nn.TransformerEncoderLayer(hidden, heads, hidden * 4, dropout=0.0, batch_first=True, activation="gelu")
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.pool = nn.Linear(hidden, hidden)
         _seeded(self)
+        with torch.no_grad():  # outlier LayerNorm dimensions, as in trained BERTs
+            for norm in (m for m in self.modules() if isinstance(m, nn.LayerNorm)):
+                norm.weight[[7, 100]] *= 12.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.pool(self.encoder(x)[:, 0]))
+        return self.encoder(x)  # last hidden state, (1, seq, hidden)

@@ -46,6 +46,23 @@ def quant_types(target: str) -> dict[str, object]:
             "reason": "ARM/other: S8S8 is ORT's recommended QDQ default"}
 
 
+def calibration_cosine(fp32: Path, quantized: Path, calib, input_names: list[str], count: int = 16) -> float:
+    """Mean cosine similarity of ``quantized`` vs ``fp32`` outputs (all outputs concatenated) over the first
+    ``count`` calibration samples, both run by ONNX Runtime."""
+    import itertools
+
+    import numpy as np
+    import onnxruntime as ort
+
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, quantized)]
+    cosines = []
+    for sample in itertools.islice(iter(calib), count):
+        feeds = {name: sample[name] for name in input_names}
+        ref, got = (np.concatenate([np.ravel(o) for o in s.run(None, feeds)]).astype(np.float64) for s in sessions)
+        cosines.append(float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got) + 1e-12)))
+    return float(np.mean(cosines)) if cosines else 0.0
+
+
 class _Reader:
     """ORT CalibrationDataReader over a streaming sample set (one sample per call)."""
 
@@ -79,13 +96,44 @@ class OnnxQdq(Backend):
         types = quant_types(target)
         notes: list[str] = []
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".qdq-") as tmp:
-            main = self._quantize(source, calib, out_dir, Path(tmp), options, types, method, notes)
+            if types["reduce_range"] and "onnx_reduce_range" not in options.extra:
+                main, types = self._pick_reduce_range(source, calib, out_dir, Path(tmp), options, types, method, notes)
+            else:
+                if "onnx_reduce_range" in options.extra:
+                    types = {**types, "reduce_range": bool(options.extra["onnx_reduce_range"]),
+                             "reason": "reduce_range set by onnx_reduce_range"}
+                main = self._quantize(source, calib, out_dir, Path(tmp), options, types, method, notes)
         excluded = list(options.extra.get("nodes_to_exclude", []) or [])
         recipe = {"format": "QDQ", "per_channel": True, "target": target, "calibration": options.calib_method,
                   "activation_type": types["activation"], "weight_type": types["weight"],
                   "reduce_range": types["reduce_range"], "nodes_to_exclude": excluded}
         notes.insert(0, f"{types['activation']}/{types['weight']} per-channel: {types['reason']}")
         return ExportedFiles(main=main, recipe=recipe, notes=notes)
+
+    def _pick_reduce_range(self, source, calib, out_dir: Path, work: Path, options, types, method: str,
+                           notes: list[str]) -> tuple[Path, dict[str, object]]:
+        """x86 without VNNI: quantize with 7-bit and with 8-bit weights, keep the one closer to FP32 on calibration
+        samples (never the held-out ones).
+
+        VPMADDUBSW may saturate with 8-bit weights (ORT's reason for ``reduce_range``), but 7-bit weights halve
+        the weight resolution; which costs more depends on the model (``bench/peers.py``, docs/recipes.md:
+        MobileNetV2 loses more to saturation, ResNet-18 and BERT-mini to 7 bits). Same kernels, same speed.
+        """
+        scores: dict[bool, float] = {}
+        for reduce in (True, False):
+            trial = work / ("weights7" if reduce else "weights8")
+            trial.mkdir()
+            self._quantize(source, calib, trial, trial, options, {**types, "reduce_range": reduce}, method,
+                           notes if reduce else [])
+            scores[reduce] = calibration_cosine(source.onnx_path(), trial / "model.onnx", calib,
+                                                [s.name for s in source.inputs])
+        reduce = scores[True] >= scores[False]
+        chosen = {**types, "reduce_range": reduce,
+                  "reason": f"x86 without VNNI: {'7' if reduce else '8'}-bit weights measured closer to FP32 on "
+                            f"calibration samples (cosine {scores[True]:.5f} with 7-bit, {scores[False]:.5f} with 8-bit; "
+                            f"8-bit may saturate VPMADDUBSW)"}
+        main = save_onnx(load_full(work / ("weights7" if reduce else "weights8") / "model.onnx"), out_dir / "model.onnx")
+        return main, chosen
 
     @staticmethod
     def _quantize(source, calib, out_dir: Path, work: Path, options, types, method: str, notes: list[str]) -> Path:

@@ -4,7 +4,9 @@ Recipe: the FP32 ``ov.Model`` (same conversion as openvino-fp32) is quantized wi
 (``subset_size = len(calib)``). CNN-like graphs use ``QuantizationPreset.PERFORMANCE`` (symmetric INT8 weights
 and activations). Transformer-like graphs (an attention op, or Softmax fed by activation×activation MatMuls)
 get ``model_type=ModelType.TRANSFORMER``, with which NNCF picks the MIXED preset (asymmetric activations) and
-its transformer-specific ignored patterns / SmoothQuant. The recipe records which was chosen and why.
+its transformer-specific ignored patterns; SmoothQuant is switched off unless ``options.extra
+["openvino_smooth_quant"]`` is true (BERT-mini shape in bench/peers.py: without it cosine vs FP32 is higher and
+latency lower on this AVX2 CPU, docs/recipes.md). The recipe records which was chosen and why.
 ``options.extra["openvino_model_type"]`` ("cnn" | "transformer") overrides the detection.
 
 Calibration methods (activation range estimators; weights always use per-channel min/max):
@@ -93,9 +95,14 @@ class OpenvinoInt8(Backend):
         else:
             kwargs["preset"] = nncf.QuantizationPreset.PERFORMANCE
             preset = "performance"
+        advanced: dict[str, Any] = {}
         if estimator is not None:
-            kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(
-                activations_range_estimator_params=estimator)
+            advanced["activations_range_estimator_params"] = estimator
+        smooth_quant = kind == "transformer" and bool(options.extra.get("openvino_smooth_quant", False))
+        if kind == "transformer" and not smooth_quant:  # measured: bench/peers.py, docs/recipes.md
+            advanced["smooth_quant_alphas"] = nncf.AdvancedSmoothQuantParameters(matmul=-1)
+        if advanced:
+            kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(**advanced)
         ignored = list(options.extra.get("ignored_scope", []) or [])  # layer names kept in float
         if ignored:
             kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
@@ -127,6 +134,8 @@ class OpenvinoInt8(Backend):
             "activations": "int8 symmetric per-tensor" if preset == "performance" else "int8 asymmetric per-tensor",
             "fake_quantize_ops": fake_quantize,
         }
+        if kind == "transformer":
+            recipe["smooth_quant"] = smooth_quant
         if ignored:
             recipe["ignored_scope"] = ignored
         if control:

@@ -1,0 +1,96 @@
+"""Recipe choices tuned with bench/peers.py: onnx-qdq's measured 7/8-bit weight choice on x86 without VNNI, and
+openvino-int8's transformer recipe without SmoothQuant (docs/recipes.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeq.backends import get_backend
+from edgeq.models import load_model
+from edgeq.types import ExportOptions
+
+MODELS = '''
+import torch
+from torch import nn
+
+
+class SmallCnn(nn.Module):
+    input_shape = (1, 3, 16, 16)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, image):
+        return self.head(self.body(image).mean((2, 3)))
+
+
+class SmallAttention(nn.Module):
+    input_shape = (1, 8, 32)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.qkv = nn.Linear(32, 96)
+        self.proj = nn.Linear(32, 32)
+
+    def forward(self, tokens):
+        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
+        return self.proj(torch.softmax(q @ k.transpose(-1, -2) / 32 ** 0.5, dim=-1) @ v)
+'''
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("recipe_models") / "small.py"
+    path.write_text(MODELS)
+    return path
+
+
+def _samples(shape: tuple[int, ...], name: str, count: int = 8) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
+
+
+def _export(backend: str, source, calib, out: Path, **extra):
+    out.mkdir(parents=True, exist_ok=True)
+    return get_backend(backend)().export(source, calib, out, ExportOptions(extra={**extra}))
+
+
+def test_onnx_qdq_avx2_picks_weight_bits_by_measured_fidelity(model_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from edgeq.backends.onnx_qdq import calibration_cosine
+
+    source = load_model(f"{model_file}:SmallCnn")
+    calib = _samples((1, 3, 16, 16), "image")
+    files = _export("onnx-qdq", source, calib, tmp_path / "auto", onnx_target="x86-avx2")
+    recipe, reason = files.recipe, files.notes[0]
+    assert recipe["activation_type"] == "QUInt8" and recipe["weight_type"] == "QInt8"
+    assert "cosine" in reason and "7-bit" in reason and "8-bit" in reason, reason
+    chosen = calibration_cosine(source.onnx_path(), files.main, calib, ["image"])
+    forced = _export("onnx-qdq", source, calib, tmp_path / "other", onnx_target="x86-avx2",
+                     onnx_reduce_range=not recipe["reduce_range"])
+    assert forced.recipe["reduce_range"] is (not recipe["reduce_range"])
+    assert chosen >= calibration_cosine(source.onnx_path(), forced.main, calib, ["image"])
+    vnni = _export("onnx-qdq", source, calib, tmp_path / "vnni", onnx_target="x86-vnni")
+    assert vnni.recipe["reduce_range"] is False and "cosine" not in vnni.notes[0]
+    source.close()
+
+
+def test_openvino_transformer_recipe_without_smooth_quant_unless_asked(model_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("nncf")
+    source = load_model(f"{model_file}:SmallAttention")
+    calib = _samples((1, 8, 32), "tokens")
+    default = _export("openvino-int8", source, calib, tmp_path / "default")
+    assert default.recipe["model_type"] == "transformer" and default.recipe["smooth_quant"] is False
+    asked = _export("openvino-int8", source, calib, tmp_path / "sq", openvino_smooth_quant=True)
+    assert asked.recipe["smooth_quant"] is True
+    cnn = _export("openvino-int8", load_model(f"{model_file}:SmallCnn"), _samples((1, 3, 16, 16), "image"),
+                  tmp_path / "cnn")
+    assert "smooth_quant" not in cnn.recipe
+    source.close()
