@@ -127,6 +127,27 @@ def test_saved_model_and_h5_inputs(keras_file: Path, nhwc_calib: Path, tmp_path:
             assert art.verification.cosine_min > (0.98 if art.precision == "int8" else 0.9999)
 
 
+def test_two_head_model_keeps_output_order(nhwc_calib: Path, tmp_path: Path) -> None:
+    """TFLiteConverter orders outputs by tensor index (this model came out swapped); every artifact must list
+    them as the Keras model returns them."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3), name="image")
+    features = layers.GlobalAveragePooling2D()(layers.Conv2D(8, 3, padding="same", activation="relu")(image))
+    path = tmp_path / "twohead.keras"
+    keras.Model(image, [layers.Dense(4, name="zbox")(features), layers.Dense(10, name="acls")(features)]).save(str(path))
+    backends = ["onnx-fp32", "openvino-fp32", "tflite-fp32", "tflite-int8"]
+    assert main(["export", str(path), "--calib", str(nhwc_calib), "--calib-samples", "16", "--out", str(tmp_path),
+                 *[f"--backend={b}" for b in backends]]) == 0
+    manifest = Manifest.read(tmp_path / "twohead" / "manifest.json")
+    assert [(o.name, o.shape) for o in manifest.model.outputs] == [("zbox", [1, 4]), ("acls", [1, 10])]
+    for art in manifest.artifacts:
+        assert art.status == "ok", f"{art.backend}: {art.error}"
+        assert [o.shape for o in art.outputs] == [[1, 4], [1, 10]], art.backend
+
+
 def test_dynamic_dims_need_input_shape(nhwc_calib: Path, tmp_path: Path, capsys) -> None:
     path = tmp_path / "dyn.keras"
     tiny_keras(dynamic=True).save(str(path))

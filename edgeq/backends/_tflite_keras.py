@@ -74,8 +74,32 @@ def convert(source: Any, out: Path, kind: str, calib: Any = None, io: str = "int
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = next((line for line in lines if "error:" in line), lines[0] if lines else type(exc).__name__)
         raise UnsupportedConversion(f"{ROUTE} failed for {source.name} ({kind}): {detail[:220]}") from None
-    out.write_bytes(flatbuffer)
+    out.write_bytes(_outputs_in_source_order(bytes(flatbuffer), source.output_names))
     return out
+
+
+def _outputs_in_source_order(flatbuffer: bytes, output_names: list[str]) -> bytes:
+    """The converter orders a subgraph's outputs by tensor index, not as the model returns them (a two-head
+    Keras model came out swapped); runtimes list outputs in that order. Reorder the subgraph's output list
+    to the source's order, read from the serving signature (``output_<i>`` from ``model.export``, or the
+    output names of a SavedModel signature). Tensors and the signature map are untouched."""
+    if len(output_names) < 2:
+        return flatbuffer
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    if len(model.subgraphs) != 1 or not model.signatureDefs or len(model.signatureDefs) != 1:
+        return flatbuffer
+    by_key = {(t.name.decode() if isinstance(t.name, bytes) else t.name): int(t.tensorIndex)
+              for t in model.signatureDefs[0].outputs}
+    wanted = [by_key.get(name, by_key.get(f"output_{i}")) for i, name in enumerate(output_names)]
+    subgraph = model.subgraphs[0]
+    if None in wanted or sorted(wanted) != sorted(int(i) for i in subgraph.outputs):
+        return flatbuffer
+    if wanted == [int(i) for i in subgraph.outputs]:
+        return flatbuffer
+    subgraph.outputs = wanted
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def recipe(source: Any, kind: str, io: str = "int8") -> dict[str, object]:
