@@ -23,6 +23,7 @@ COSINE_LOW = 0.99
 AGREEMENT_LOW = 0.95
 NOISE_FACTOR = 3.0  # p99 ≥ 3 × p50 → noisy machine
 THREADS_SLOWER_FACTOR = 1.10
+LOW_INT8_GAIN = 2.5  # INT8 faster than FP32 but by less than this on x86 without VNNI → explain why
 
 _X86_INT8 = ("avx512_vnni", "avx_vnni", "amx_int8")
 _ARM_INT8 = ("asimddp", "i8mm")
@@ -275,6 +276,18 @@ def find_anomalies(cells: list[CellResult], rows: list[ReportRow]) -> list[str]:
             hint = why if has_int8 is not True else f"{why}; check that the quantized ops run as INT8 kernels"
         notes.append(f"{row.precision.upper()} slower than FP32 on {row.device} ({row.runtime} {row.backend}, "
                      f"{_plural(row.threads, 'thread')}): {1 / row.speedup:.2f}× the FP32 p50; {hint}")
+    modest: dict[str, list[ReportRow]] = {}
+    for row in real_rows:
+        if row.precision == "int8" and row.speedup is not None and 1 / SLOWER_FACTOR <= row.speedup < LOW_INT8_GAIN:
+            has_int8, why = int8_support(by_id[row.cell_id].system)
+            if has_int8 is False and "VNNI" in why:
+                modest.setdefault(row.device, []).append(row)
+    for device, group in sorted(modest.items()):
+        best = max(group, key=lambda r: r.speedup or 0.0)
+        notes.append(f"INT8 is at most {best.speedup:.2f}× faster than FP32 on {device} ({best.backend}, "
+                     f"{_plural(best.threads, 'thread')}): the CPU lacks VNNI, so 32 u8×s8 multiply-adds take three AVX2 "
+                     f"instructions (VPMADDUBSW, VPMADDWD, VPADDD) instead of one VPDPBUSD, against 8 per FP32 FMA; "
+                     f"expect well under the 3-4× of VNNI CPUs (docs/recipes.md)")
     for row in rows:
         if row.metric_delta is None or row.metric_name is None or row.precision == REFERENCE_PRECISION:
             continue
