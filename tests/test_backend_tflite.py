@@ -93,12 +93,79 @@ def test_op_without_tflite_lowering_refused_naming_it(tiny_calib: Path, tmp_path
     assert art.status == "failed" and art.error == "tflite-fp32: litert-torch has no TFLite lowering for aten._linalg_det.default"
 
 
-def test_float_io_and_other_calibration_methods_refused(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
+def test_other_calibration_methods_refused(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
     base = ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "8", "-b", "tflite-int8"]
-    assert main([*base, "--tflite-io", "float", "--out", str(tmp_path / "a")]) == 1
-    assert "int8 model inputs/outputs" in Manifest.read(tmp_path / "a" / "tinycnn" / "manifest.json").artifact("tflite-int8").error
     assert main([*base, "--calib-method", "entropy", "--out", str(tmp_path / "b")]) == 1
     assert "not supported by tflite-int8" in Manifest.read(tmp_path / "b" / "tinycnn" / "manifest.json").artifact("tflite-int8").error
+
+
+def _ops(path: Path) -> list[tuple[str, list[str]]]:
+    """(op name, input dtypes) for every op of a .tflite, in graph order."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    return [(op["op_name"], [dtypes[i] for i in op["inputs"] if i >= 0]) for op in interp._get_ops_details()]
+
+
+def test_float_io_from_pytorch_keeps_int8_inside(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
+    from edgeq.explain import explain
+
+    assert main(["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "16",
+                 "-b", "tflite-int8", "--tflite-io", "float", "--out", str(tmp_path)]) == 0
+    art = Manifest.read(tmp_path / "tinycnn" / "manifest.json").artifact("tflite-int8")
+    assert art.status == "ok", art.error
+    assert art.inputs[0].dtype == "float32" and art.inputs[0].quantization is None
+    assert art.outputs[0].dtype == "float32" and art.outputs[0].quantization is None
+    assert art.recipe["io"] == "float" and art.verification.cosine_min > 0.98
+    ops = _ops(tmp_path / "tinycnn" / art.path)
+    assert ops[0][0] == "QUANTIZE" and ops[-1][0] == "DEQUANTIZE"
+    assert [op for op in ops if op[0] in ("QUANTIZE", "DEQUANTIZE")] == [ops[0], ops[-1]]
+    heavy = explain(tmp_path / "tinycnn" / art.path).heavy_ops
+    assert heavy and all(op.precision == "int8" for op in heavy)
+
+
+RESIDUAL_STEM = '''
+import torch
+from torch import nn
+
+
+class ResidualStem(nn.Module):
+    """A heavy 3-channel stem (2 M MACs) and one residual block: the shapes that were slow in TFLite INT8."""
+
+    input_shape = (1, 3, 96, 96)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.conv = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.stem(x)
+        y = torch.relu(self.conv(y) + y)
+        return self.head(nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
+'''
+
+
+def test_residual_add_stays_int8_and_heavy_narrow_stem_float(tmp_path: Path) -> None:
+    import numpy as np
+
+    (tmp_path / "residual.py").write_text(RESIDUAL_STEM)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((12, 3, 96, 96)).astype(np.float32))
+    assert main(["export", f"{tmp_path / 'residual.py'}:ResidualStem", "--calib", str(tmp_path / "calib.npy"),
+                 "--calib-samples", "8", "--holdout-samples", "4", "-b", "tflite-int8", "--out", str(tmp_path / "out")]) == 0
+    art = Manifest.read(tmp_path / "out" / "residualstem" / "manifest.json").artifact("tflite-int8")
+    assert art.status == "ok", art.error
+    ops = _ops(tmp_path / "out" / "residualstem" / art.path)
+    convs = [dtypes[0] for name, dtypes in ops if name == "CONV_2D"]
+    assert convs == ["float32", "int8"]  # the stem reads 3 channels: float; the block convolution: int8
+    assert [dtypes for name, dtypes in ops if name == "ADD"] == [["int8", "int8"]]  # strict export annotates the add
+    assert [name for name, _ in ops].count("DEQUANTIZE") == 0
+    assert art.inputs[0].dtype == "float32" and art.outputs[0].dtype == "int8"
+    assert art.verification.cosine_min > 0.98
 
 
 def test_converter_chatter_goes_to_the_backend_log_not_the_terminal(tiny_model_file: Path, tiny_calib: Path,

@@ -3,8 +3,9 @@
 Routes (checked on this machine with torch 2.13, litert-torch 0.10, ai-edge-quantizer 0.10). ONNX sources reach
 litert-torch as a PyTorch module converted by onnx2fx (``OnnxSource.torch_module``).
 - fp32: ``litert_torch.convert(module, sample_args)``.
-- int8 (full integer, int8 model I/O): PT2E — ``torch.export`` → ``prepare_pt2e`` with litert-torch's
+- int8 (full integer, int8 model I/O): PT2E — strict ``torch.export`` → ``prepare_pt2e`` with litert-torch's
   ``PT2EQuantizer`` (symmetric, per-channel weights) → calibration forward passes → ``convert_pt2e`` → convert.
+  Convolutions over < 8 input channels stay float (slower in int8 under XNNPACK on x86: docs/tflite-int8.md).
 - fp16 / dynamic: the FP32 .tflite re-quantized by ai-edge-quantizer (FP16 weight casting; dynamic-range int8 weights
   with activations quantized at run time).
 Inputs keep the PyTorch layout (NCHW); the manifest records it.
@@ -112,25 +113,109 @@ def _excluding_quantizer(excluded: list[str]):
     return ExcludingQuantizer()
 
 
-def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[str] | None = None) -> Path:
+@contextlib.contextmanager
+def strict_qdq_conversion() -> Iterator[None]:
+    """Run litert-torch's converter passes with ``strict_qdq_mode``: every quantize / dequantize of the PT2E graph stays
+    an op, so the model input and output keep their float type (a QUANTIZE after the input, a DEQUANTIZE before the
+    output) while the ops between stay int8. litert-torch 0.10 sets the flag only in its V2 converter (which needs a
+    newer TensorFlow), so the converter config class is wrapped for the duration of one conversion."""
+    from litert_torch._convert import litert_converter
+
+    api = litert_converter.converter_api_ext
+    original = api.ConvertToTFLConfig
+    if "strict_qdq_mode" not in dir(original()):
+        raise UnsupportedConversion("float model I/O needs litert-torch's converter strict_qdq_mode (litert-torch 0.10)")
+
+    def strict_config():  # -> ConvertToTFLConfig
+        config = original()
+        config.strict_qdq_mode = True
+        return config
+
+    api.ConvertToTFLConfig = strict_config
+    try:
+        yield
+    finally:
+        api.ConvertToTFLConfig = original
+
+
+def write_quantized(graph, args, quantizer, out: Path, float_io: bool = False) -> Path:
+    """Lower a ``convert_pt2e`` graph quantized by ``quantizer`` to a full-integer .tflite (int8 I/O; ``float_io``:
+    float32 model inputs/outputs with int8 inside)."""
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    with strict_qdq_conversion() if float_io else contextlib.nullcontext():
+        litert_torch.convert(graph, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
+    return out
+
+
+# XNNPACK's x86 int8 convolution kernels read 8 input channels per kernel tap, so a dense convolution over fewer
+# channels (an RGB or grey-scale stem) pays for 8: ResNet-18's 3-channel 7x7 stem ran 3.8x slower in int8 than in FP32
+# (1 thread; docs/tflite-int8.md). Such convolutions stay in float when they are heavy enough to matter (at least
+# NARROW_CONV_MIN_MACS multiply-adds); small ones stay int8 so small models remain full integer.
+NARROW_CONV_CHANNELS = 8
+NARROW_CONV_MIN_MACS = 1_000_000
+
+
+def export_for_quantization(module, args, strict: bool = True):  # -> torch.fx.GraphModule
+    """The ``torch.export`` graph PT2E annotates. Strict (TorchDynamo) export records ``source_fn_stack``, which
+    litert-torch's add / mul / cat / pooling annotators match on; torch >= 2.9's default non-strict export does not, and
+    every residual add then stays float between dequantize and quantize ops. Non-strict when Dynamo cannot trace."""
+    import torch
+
+    if strict:
+        try:
+            return torch.export.export(module, args, strict=True).module()
+        except Exception:  # noqa: BLE001 - any Dynamo failure: the non-strict graph is correct, only less integer
+            pass
+    return torch.export.export(module, args).module()
+
+
+def keep_narrow_convs_float(graph) -> list[str]:
+    """Mark dense convolutions with fewer than ``NARROW_CONV_CHANNELS`` input channels and at least
+    ``NARROW_CONV_MIN_MACS`` multiply-adds as already annotated (with no quantization), so the PT2E annotators leave
+    them in float. Returns their node names."""
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    kept = []
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.ops.aten.conv2d.default:
+            continue
+        groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+        weight = node.args[1].meta.get("val") if hasattr(node.args[1], "meta") else None
+        output = node.meta.get("val")
+        if groups != 1 or weight is None or output is None or weight.shape[1] >= NARROW_CONV_CHANNELS:
+            continue
+        if output.numel() * weight[0].numel() >= NARROW_CONV_MIN_MACS:
+            node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            kept.append(node.name)
+    return kept
+
+
+def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[str] | None = None,
+                 narrow_convs_float: bool = True, float_io: bool = False) -> Path:
     """Full-integer PT2E quantization (per-channel symmetric weights), calibrated on ``calib``.
 
-    ``exclude_modules``: module paths (``features.3``) left in float (``--max-drop`` accuracy control)."""
-    import litert_torch
+    ``exclude_modules``: module paths (``features.3``) left in float (``--max-drop`` accuracy control).
+    ``narrow_convs_float``: heavy convolutions over fewer than 8 input channels stay float (``NARROW_CONV_CHANNELS``);
+    when one reads the model input, that input is float32. ``float_io``: float32 model inputs and outputs."""
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     module, args = torch_module_or_refuse(source, backend)
     quantizer = (_excluding_quantizer(list(exclude_modules)) if exclude_modules else PT2EQuantizer()).set_global(
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with quiet(), torch.no_grad(), lowering_errors(backend):
-        graph = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+        exported = export_for_quantization(module, args)
+        if narrow_convs_float:
+            keep_narrow_convs_float(exported)
+        graph = prepare_pt2e(exported, quantizer)
         for feeds in calib:
             graph(*source.example_inputs(feeds))
         graph = convert_pt2e(graph, fold_quantize=False)
-        litert_torch.convert(graph, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
+        write_quantized(graph, args, quantizer, out, float_io=float_io)
     return out
 
 

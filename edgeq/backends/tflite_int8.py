@@ -1,10 +1,11 @@
-"""tflite-int8: full-integer INT8 (int8 weights, activations and model I/O) via litert-torch's PT2E quantizer."""
+"""tflite-int8: INT8 weights and activations via litert-torch's PT2E quantizer; int8 model I/O, or float32 I/O
+with ``--tflite-io float``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgeq.backends._tflite import convert_int8
+from edgeq.backends._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError, CalibrationError
 
@@ -29,13 +30,15 @@ class TfliteInt8(Backend):
             main = _tflite_keras.convert(source, out_dir / "model.tflite", "int8", calib, options.tflite_io)
             return ExportedFiles(main=main, recipe=_tflite_keras.recipe(source, "int8", options.tflite_io),
                                  notes=[f"{_tflite_keras.NOTES['int8']}; {options.tflite_io} model I/O"])
-        if options.tflite_io != "int8":
-            raise BackendError("--tflite-io float is not available for PyTorch sources: litert-torch's PT2E "
-                               "quantizer produces int8 model inputs/outputs")
         excluded = [str(m) for m in options.extra.get("tflite_exclude_modules", []) or []]
-        main = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded)
-        recipe = {"route": "litert-torch PT2E", "per_channel": True, "symmetric": True, "io": "int8",
-                  "calibration": "minmax", "layout": source.layout}
+        float_io = options.tflite_io == "float"
+        main = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded,
+                            float_io=float_io)
+        recipe = {"route": "litert-torch PT2E", "export": "strict", "per_channel": True, "symmetric": True,
+                  "io": options.tflite_io, "calibration": "minmax", "layout": source.layout,
+                  "narrow_convs": f"float when < {NARROW_CONV_CHANNELS} input channels and >= {NARROW_CONV_MIN_MACS} MACs"}
         if excluded:
             recipe["float_modules"] = excluded
-        return ExportedFiles(main=main, recipe=recipe, notes=["full integer: int8 weights, activations and I/O"])
+        note = ("int8 weights and activations, float32 model I/O (QUANTIZE / DEQUANTIZE ops at the boundary)" if float_io
+                else "int8 weights, activations and I/O (an input read by a float narrow convolution stays float32)")
+        return ExportedFiles(main=main, recipe=recipe, notes=[note])
