@@ -111,9 +111,11 @@ def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
 # ---------------------------------------------------------------------------------------------------------------
 # TFLite (litert-torch PT2E)
 # ---------------------------------------------------------------------------------------------------------------
-def _module_path(node: Any) -> str:
+def _layer_id(node: Any) -> str:
+    """The node's module path (``features.3``), or ``node:<name>`` for an op of the top-level module."""
     stack = node.meta.get("nn_module_stack") or {}
-    return str(list(stack.values())[-1][0]) if stack else ""
+    path = str(list(stack.values())[-1][0]) if stack else ""
+    return path or f"node:{node.name}"
 
 
 def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds]) -> list[LayerGroup]:
@@ -160,7 +162,7 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds]) -> list[LayerGroup]:
         if not values[pre]:
             continue
         sqnr = float(np.mean([channel_sqnr(a, b) for a, b in zip(values[pre], values[dq])]))
-        layers = [p for p in [_module_path(pre)] + [_module_path(u) for u in dq.users] if p]
+        layers = [_layer_id(n) for n in [pre, *dq.users] if n.op == "call_function"]
         layers = list(dict.fromkeys(layers))
         if layers:
             groups.append(LayerGroup(pre.name, round(sqnr, 2), layers))

@@ -127,3 +127,21 @@ def test_eval_in_parallel_export_workers(tiny_model_file: Path, tiny_calib: Path
         assert art.status == "ok", art.error
         assert art.evaluation is not None and art.evaluation.metric == "cosine" and art.evaluation.value > 0.95
         assert art.accuracy_control is not None and art.accuracy_control.met
+
+
+@pytest.mark.slow  # three INT8 backends with accuracy control from an ONNX file (~1-2 min here)
+def test_max_drop_from_onnx_source(sensitive_weights: Path, tmp_path: Path) -> None:
+    assert _export(f"{SENSITIVE}:SensitiveDigitsNet", "--weights", str(sensitive_weights), "--calib",
+                   "sklearn-digits:calib", "--calib-samples", "50", "-b", "onnx-fp32", "--out", str(tmp_path / "src")) == 0
+    onnx_file = tmp_path / "src" / "sensitive_digits" / "onnx-fp32" / "model.onnx"
+    code = _export(str(onnx_file), "--calib", "sklearn-digits:calib", "--calib-samples", "100", "--holdout-samples",
+                   "20", "--eval", "sklearn-digits:eval", "--max-drop", "0.01", "-b", "onnx-qdq", "-b", "openvino-int8",
+                   "-b", "tflite-int8", "--out", str(tmp_path / "out"))
+    assert code == 0
+    manifest = Manifest.read(tmp_path / "out" / "model" / "manifest.json")
+    for art in manifest.artifacts:
+        control = art.accuracy_control
+        assert art.status == "ok" and control is not None, art.error
+        assert control.drop_before > 0.02 and control.met and control.layers_to_float
+    # onnx2fx graphs have no submodules: TFLite names the float ops by their torch.export node names
+    assert all(layer.startswith("node:") for layer in manifest.artifact("tflite-int8").accuracy_control.layers_to_float)

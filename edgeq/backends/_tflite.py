@@ -92,7 +92,8 @@ def requantize(fp32_tflite: Path, out: Path, kind: str) -> Path:
 
 
 def _excluding_quantizer(excluded: list[str]):
-    """litert-torch's PT2EQuantizer that leaves the modules named in ``excluded`` (and their children) in float.
+    """litert-torch's PT2EQuantizer that leaves the modules named in ``excluded`` (and their children), and the
+    top-level ops named ``node:<fx node name>``, in float.
 
     Its own ``set_module_name`` refuses ``None`` and matches torch ≥ 2.9 ``nn_module_stack`` keys wrongly, so the
     same upstream annotators run with a filter on each node's module path instead.
@@ -102,9 +103,11 @@ def _excluding_quantizer(excluded: list[str]):
     class ExcludingQuantizer(pq.PT2EQuantizer):
         def annotate(self, model):
             def quantize_node(node) -> bool:
+                if f"node:{node.name}" in excluded:  # an op of the top-level module (e.g. an onnx2fx graph)
+                    return False
                 stack = node.meta.get("nn_module_stack") or {}
                 path = str(list(stack.values())[-1][0]) if stack else ""
-                return not any(path == name or path.startswith(name + ".") for name in excluded)
+                return not path or not any(path == name or path.startswith(name + ".") for name in excluded)
 
             self._annotate_all_static_patterns(model, self.global_config, quantize_node)
             pq.propagate_annotation(model)
