@@ -302,6 +302,10 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
     step("loading model")
     source = load_model(request.model, request.weights, request.input_shapes)
     try:
+        if options.qat is not None:  # --qat: PyTorch sources only, training data checked now, epochs on a bar
+            from edgeq.qat import prepare
+
+            options = prepare(source, options, tick, names)
         step("checking calibration data")
         data = prepare_calibration(request.calib, source.inputs, source.layout, samples=request.calib_samples,
                                    seed=request.seed, holdout=request.holdout, holdout_samples=request.holdout_samples,
@@ -333,7 +337,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
                     manifest.evaluation.source, manifest.evaluation.samples, manifest.evaluation.metric):
                 for kept in manifest.artifacts:  # scored on another eval set: not comparable, dropped
                     kept.evaluation, kept.accuracy_control = None, None
-        slots = plan_slots(request.jobs, len(names))
+        slots = plan_slots(request.jobs, len(names)) if options.qat is None else [[]]  # QAT: one trained model
         if len(slots) > 1:
             step(f"exporting {len(names)} backends, {len(slots)} at a time on cores {slots}")
             rows = export_in_parallel(request, names, model_dir, references, evaluation, slots)
@@ -383,7 +387,7 @@ def _previous_manifest(model_dir: Path, names: list[str]) -> Manifest:
 
 def export(model: Any, calib: Any, backends: list[str] | None = None, out: str | Path = "out", **kwargs: Any) -> Manifest:
     """Python API mirroring ``edgeq export``: ``edgeq.export("m.onnx", "calib/", backends=["onnx-qdq"], out="out")``."""
-    option_names = {"calib_method", "tflite_io", "threads", "opset", "extra"}
+    option_names = {"calib_method", "tflite_io", "threads", "opset", "extra", "qat"}
     options = ExportOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in option_names})
     request = ExportRequest(model=str(model), calib=calib, backends=backends or ["all"], out=Path(out),
                             options=options, **kwargs)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgeq.qat import QatSettings
 
 Feeds = dict[str, np.ndarray]
 """One model invocation's inputs, by input name. Calibration and evaluation samples have batch size 1."""
@@ -40,3 +43,5 @@ class ExportOptions:
     threads: int = 1
     opset: int = 17
     extra: dict[str, object] = field(default_factory=dict)
+    qat: QatSettings | None = None
+    """``--qat``: fine-tune with fake quantization before the INT8 export (edgeq/qat.py); None = plain PTQ."""

@@ -116,6 +116,13 @@ def _excluding_quantizer(excluded: list[str]):
     return ExcludingQuantizer()
 
 
+def litert_quantizer(is_qat: bool = False):  # -> litert_torch PT2EQuantizer
+    """litert-torch's PT2E quantizer: symmetric per-channel int8 weights, static int8 activations (QAT: fake quant)."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+
+
 @contextlib.contextmanager
 def strict_qdq_conversion() -> Iterator[None]:
     """Run litert-torch's converter passes with ``strict_qdq_mode``: every quantize / dequantize of the PT2E graph stays
@@ -174,10 +181,11 @@ def export_for_quantization(module, args, strict: bool = True):  # -> torch.fx.G
     return torch.export.export(module, args).module()
 
 
-def keep_narrow_convs_float(graph) -> list[str]:
+def keep_narrow_convs_float(graph, input_qspec=None) -> list[str]:
     """Mark dense convolutions with fewer than ``NARROW_CONV_CHANNELS`` input channels and at least
     ``NARROW_CONV_MIN_MACS`` multiply-adds as already annotated (with no quantization), so the PT2E annotators leave
-    them in float. Returns their node names."""
+    them in float. ``input_qspec``: still quantize a model input such a convolution reads (for int8 model I/O).
+    Returns their node names."""
     import torch
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
@@ -191,9 +199,25 @@ def keep_narrow_convs_float(graph) -> list[str]:
         if groups != 1 or weight is None or output is None or weight.shape[1] >= NARROW_CONV_CHANNELS:
             continue
         if output.numel() * weight[0].numel() >= NARROW_CONV_MIN_MACS:
-            node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            source = node.args[0]
+            quantize_source = input_qspec is not None and getattr(source, "op", None) == "placeholder"
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={source: input_qspec} if quantize_source else {}, _annotated=True)
             kept.append(node.name)
     return kept
+
+
+def int8_interface(qdq_tflite: Path, out: Path) -> Path:
+    """TFLite's ``modify_model_interface``: drop the QUANTIZE after each float input and the DEQUANTIZE before each
+    float output of a strict-QDQ model, so its inputs and outputs are int8 (TFLiteConverter's inference_input_type)."""
+    from ai_edge_litert import _pywrap_modify_model_interface
+    from ai_edge_litert.schema_py_generated import TensorType
+
+    status = _pywrap_modify_model_interface.modify_model_interface(str(qdq_tflite), str(out), TensorType.INT8,
+                                                                    TensorType.INT8)
+    if status != 0:
+        raise UnsupportedConversion(f"TFLite modify_model_interface could not make the model I/O int8 (status {status})")
+    return out
 
 
 def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[str] | None = None,
@@ -201,10 +225,11 @@ def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[s
     """Full-integer PT2E quantization (per-channel symmetric weights), calibrated on ``calib``.
 
     ``exclude_modules``: module paths (``features.3``) left in float (``--max-drop`` accuracy control).
-    ``narrow_convs_float``: heavy convolutions over fewer than 8 input channels stay float (``NARROW_CONV_CHANNELS``);
-    when one reads the model input, that input is float32. ``float_io``: float32 model inputs and outputs."""
+    ``narrow_convs_float``: heavy convolutions over fewer than 8 input channels stay float (``NARROW_CONV_CHANNELS``).
+    ``float_io``: float32 model inputs and outputs (otherwise int8)."""
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     module, args = torch_module_or_refuse(source, backend)
@@ -212,13 +237,21 @@ def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[s
         get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with quiet(), torch.no_grad(), lowering_errors(backend):
         exported = export_for_quantization(module, args)
-        if narrow_convs_float:
-            keep_narrow_convs_float(exported)
+        kept = keep_narrow_convs_float(exported, None if float_io else get_input_act_qspec(quantizer.global_config)) \
+            if narrow_convs_float else []
+        float_reads_input = any(node.name in kept and node.args[0].op == "placeholder" for node in exported.graph.nodes)
         graph = prepare_pt2e(exported, quantizer)
         for feeds in calib:
             graph(*source.example_inputs(feeds))
         graph = convert_pt2e(graph, fold_quantize=False)
-        write_quantized(graph, args, quantizer, out, float_io=float_io)
+        if float_io or not float_reads_input:
+            write_quantized(graph, args, quantizer, out, float_io=float_io)
+        else:  # the default lowering would quantize a float conv between a dequantized input and a quantized output
+            qdq = out.with_name(out.stem + ".qdq.tflite")
+            try:
+                int8_interface(write_quantized(graph, args, quantizer, qdq, float_io=True), out)
+            finally:
+                qdq.unlink(missing_ok=True)
     return out
 
 

@@ -92,6 +92,10 @@ class OnnxQdq(Backend):
         if method is None or method == "?":
             raise BackendError(f"calibration method {options.calib_method!r} is not supported by onnx-qdq "
                                f"(ONNX Runtime offers: minmax, percentile, entropy)")
+        if options.qat is not None:  # quantization-aware training: QDQ from torchao PT2E (edgeq/qat.py)
+            from edgeq.qat import export_onnx_qdq
+
+            return export_onnx_qdq(source, calib, out_dir, options)
         target = str(options.extra.get("onnx_target") or detect_target())
         types = quant_types(target)
         notes: list[str] = []

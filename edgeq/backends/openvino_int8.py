@@ -75,6 +75,10 @@ class OpenvinoInt8(Backend):
         estimator, estimator_label = range_estimator(method, options)
         if calib is None or len(calib) == 0:
             raise CalibrationError("openvino-int8 needs calibration samples (--calib)")
+        if options.qat is not None:  # quantization-aware training: the QAT QDQ graph (edgeq/qat.py)
+            from edgeq.qat import export_openvino_int8
+
+            return export_openvino_int8(source, calib, out_dir, options)
         notes: list[str] = []
         model, route = convert_source(source, torch_route(options), notes)
         kind, evidence = graph_kind(model)

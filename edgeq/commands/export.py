@@ -32,6 +32,12 @@ def export(
     drop_type: str = typer.Option("absolute", "--drop-type", help="absolute | relative (for --max-drop)"),
     jobs: str = typer.Option("auto", "--jobs", "-j", help="Backends exported at once, each pinned to its own cores "
                              "(auto: one per 2 cores, so never more threads than cores)"),
+    qat: bool = typer.Option(False, "--qat", help="PyTorch models: quantization-aware training before the INT8 "
+                             "exports (onnx-qdq, openvino-int8, tflite-int8); needs --train"),
+    train: str | None = typer.Option(None, "--train", help="Labelled training data for --qat: .npz (x, y) or "
+                                     "sklearn-digits:train"),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="QAT epochs"),
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="QAT learning rate (Adam)"),
 ) -> None:
     """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
     from edgeq.pipeline import ExportRequest, run_export
@@ -40,12 +46,15 @@ def export(
 
     if tflite_io not in ("int8", "float"):
         raise typer.BadParameter("--tflite-io must be int8 or float")
+    from edgeq.qat import settings_from_cli
+
+    qat_settings = settings_from_cli(qat, train, epochs, lr, seed, max_drop)
     request = ExportRequest(
         model=model, calib=calib, backends=backend, out=out, weights=weights, input_shapes=input_shape,
         calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
         eval_spec=eval_spec, eval_samples=eval_samples, metric=metric, max_drop=max_drop, drop_type=drop_type,
         jobs=_parse_jobs(jobs),
-        options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io),  # type: ignore[arg-type]
+        options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io, qat=qat_settings),  # type: ignore[arg-type]
     )
     with StepProgress() as progress:
         manifest = run_export(request, on_step=progress.log, on_progress=progress.advance)
