@@ -121,18 +121,26 @@ def _layer_id(node: Any) -> str:
 def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds]) -> list[LayerGroup]:
     """The same ranking on PT2E's converted reference graph (quantize → dequantize pairs run in torch).
 
-    Uses litert-torch's PT2EQuantizer and the same calibration as tflite-int8; groups are module paths.
+    Uses the graph preparation, quantizer and calibration of tflite-int8 (``convert_int8``); groups are module paths
+    (or ``node:<name>`` for ops of the top-level module).
     """
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgeq.backends._tflite import quiet, torch_module_or_refuse
+    from edgeq.backends._tflite import (
+        export_for_quantization,
+        keep_narrow_convs_float,
+        quiet,
+        torch_module_or_refuse,
+    )
 
     module, args = torch_module_or_refuse(source, "tflite-int8")
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with quiet(), torch.no_grad():
-        graph = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+        exported = export_for_quantization(module, args)  # the same graph (and node names) as convert_int8
+        keep_narrow_convs_float(exported)
+        graph = prepare_pt2e(exported, quantizer)
         for sample in calib:
             graph(*source.example_inputs(sample))
         graph = convert_pt2e(graph, fold_quantize=False)
