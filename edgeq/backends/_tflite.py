@@ -116,6 +116,13 @@ def _excluding_quantizer(excluded: list[str]):
     return ExcludingQuantizer()
 
 
+def litert_quantizer(is_qat: bool = False):  # -> litert_torch PT2EQuantizer
+    """litert-torch's PT2E quantizer: symmetric per-channel int8 weights, static int8 activations (QAT: fake quant)."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+
+
 @contextlib.contextmanager
 def strict_qdq_conversion() -> Iterator[None]:
     """Run litert-torch's converter passes with ``strict_qdq_mode``: every quantize / dequantize of the PT2E graph stays
