@@ -142,6 +142,10 @@ def train_fake_quantized(source: Any, quantizer: Any, calib: Any, settings: QatS
     batch_size = settings.batch_size if batched else 1
     graph = prepare_qat_pt2e(graph, quantizer)
     move_exported_model_to_eval(graph)
+    # BatchNorm statistics stay frozen: folded away for Python sources; a .pt2 graph keeps its BN ops, which would
+    # otherwise learn batch statistics (of single samples, when the graph has a fixed batch of 1) — such graphs
+    # train in eval mode throughout (dropout off too).
+    trains_in_train_mode = not any("batch_norm" in str(node.target) for node in graph.graph.nodes)
     with torch.no_grad():
         for feeds in calib:
             graph(*source.example_inputs(feeds))
@@ -150,7 +154,8 @@ def train_fake_quantized(source: Any, quantizer: Any, calib: Any, settings: QatS
     generator = torch.Generator().manual_seed(settings.seed)
     mean_loss = float("nan")
     for epoch in range(settings.epochs):
-        move_exported_model_to_train(graph)
+        if trains_in_train_mode:
+            move_exported_model_to_train(graph)
         total, batches = 0.0, 0
         for index in torch.randperm(len(xs), generator=generator).split(batch_size):
             loss = torch.nn.functional.cross_entropy(_logits(graph(xs[index])), ys[index])
