@@ -272,6 +272,23 @@ def render(rows: list[dict[str, Any]], console: Console) -> None:
     console.print(table)
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as Markdown (for docs/recipes.md)."""
+    lines = ["| model | backend | lat edgeq/peer 1 thr | lat edgeq/peer 2 thr | quality edgeq | quality peer | "
+             "INT8/FP32 2 thr edgeq | INT8/FP32 2 thr peer | export edgeq/peer | size edgeq/peer |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['backend']} | {r['error']} | | | | | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['backend']} | {r['lat_ratio_1t']:.3f} | {r['lat_ratio_2t']:.3f} | "
+                     f"{quality_text(r['quality_edgeq'])} | {quality_text(r['quality_peer'])} | "
+                     f"{r['int8_vs_fp32_2t']['edgeq']:.3f} | {r['int8_vs_fp32_2t']['peer']:.3f} | "
+                     f"{r['export_s']['edgeq'] / r['export_s']['peer']:.2f} ({r['export_s']['edgeq']:.1f} / "
+                     f"{r['export_s']['peer']:.1f} s) | {r['size_ratio']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="digits,resnet18,mobilenetv2,bertmini")
@@ -280,7 +297,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="digits + resnet18, 6 rounds")
     parser.add_argument("--keep", type=Path, help="keep every artifact in this directory")
     parser.add_argument("--json", type=Path, default=REPO / "bench/results/peers.json")
+    parser.add_argument("--render", type=Path, help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
+    if args.render is not None:
+        rows = json.loads(args.render.read_text())
+        render(rows, Console(width=200))
+        print(markdown(rows))
+        return
     names = ["digits", "resnet18"] if args.quick else args.models.split(",")
     unknown = sorted(set(names) - set(MODELS)) + sorted(set(args.backends.split(",")) - set(BACKENDS))
     if unknown:
@@ -297,6 +320,7 @@ def main() -> None:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
     render(rows, console)
+    print(markdown(rows))
     console.print(f"total {time.perf_counter() - started:.0f} s")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.json.with_suffix(".tmp")

@@ -76,7 +76,7 @@ def test_onnx_qdq_avx2_picks_weight_bits_by_measured_fidelity(model_file: Path, 
     forced = _export("onnx-qdq", source, calib, tmp_path / "other", onnx_target="x86-avx2",
                      onnx_reduce_range=not recipe["reduce_range"])
     assert forced.recipe["reduce_range"] is (not recipe["reduce_range"])
-    assert chosen >= calibration_cosine(source.onnx_path(), forced.main, calib, ["image"])
+    assert chosen >= calibration_cosine(source.onnx_path(), forced.main, calib, ["image"])  # (min, mean)
     vnni = _export("onnx-qdq", source, calib, tmp_path / "vnni", onnx_target="x86-vnni")
     assert vnni.recipe["reduce_range"] is False and "cosine" not in vnni.notes[0]
     source.close()

@@ -46,8 +46,9 @@ def quant_types(target: str) -> dict[str, object]:
             "reason": "ARM/other: S8S8 is ORT's recommended QDQ default"}
 
 
-def calibration_cosine(fp32: Path, quantized: Path, calib, input_names: list[str], count: int = 16) -> float:
-    """Mean cosine similarity of ``quantized`` vs ``fp32`` outputs (all outputs concatenated) over the first
+def calibration_cosine(fp32: Path, quantized: Path, calib, input_names: list[str],
+                       count: int = 16) -> tuple[float, float]:
+    """(min, mean) cosine similarity of ``quantized`` vs ``fp32`` outputs (all outputs concatenated) over the first
     ``count`` calibration samples, both run by ONNX Runtime."""
     import itertools
 
@@ -60,7 +61,7 @@ def calibration_cosine(fp32: Path, quantized: Path, calib, input_names: list[str
         feeds = {name: sample[name] for name in input_names}
         ref, got = (np.concatenate([np.ravel(o) for o in s.run(None, feeds)]).astype(np.float64) for s in sessions)
         cosines.append(float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got) + 1e-12)))
-    return float(np.mean(cosines)) if cosines else 0.0
+    return (min(cosines), float(np.mean(cosines))) if cosines else (0.0, 0.0)
 
 
 class _Reader:
@@ -117,13 +118,13 @@ class OnnxQdq(Backend):
     def _pick_reduce_range(self, source, calib, out_dir: Path, work: Path, options, types, method: str,
                            notes: list[str]) -> tuple[Path, dict[str, object]]:
         """x86 without VNNI: quantize with 7-bit and with 8-bit weights, keep the one closer to FP32 on calibration
-        samples (never the held-out ones).
+        samples (never the held-out ones): higher worst-sample cosine, then higher mean.
 
         VPMADDUBSW may saturate with 8-bit weights (ORT's reason for ``reduce_range``), but 7-bit weights halve
         the weight resolution; which costs more depends on the model (``bench/peers.py``, docs/recipes.md:
         MobileNetV2 loses more to saturation, ResNet-18 and BERT-mini to 7 bits). Same kernels, same speed.
         """
-        scores: dict[bool, float] = {}
+        scores: dict[bool, tuple[float, float]] = {}
         for reduce in (True, False):
             trial = work / ("weights7" if reduce else "weights8")
             trial.mkdir()
@@ -131,11 +132,12 @@ class OnnxQdq(Backend):
                            notes if reduce else [])
             scores[reduce] = calibration_cosine(source.onnx_path(), trial / "model.onnx", calib,
                                                 [s.name for s in source.inputs])
-        reduce = scores[True] >= scores[False]
+        reduce = scores[True] >= scores[False]  # worst sample first, then the mean
         chosen = {**types, "reduce_range": reduce,
                   "reason": f"x86 without VNNI: {'7' if reduce else '8'}-bit weights measured closer to FP32 on "
-                            f"calibration samples (cosine {scores[True]:.5f} with 7-bit, {scores[False]:.5f} with 8-bit; "
-                            f"8-bit may saturate VPMADDUBSW)"}
+                            f"calibration samples (cosine min/mean {scores[True][0]:.5f}/{scores[True][1]:.5f} with "
+                            f"7-bit, {scores[False][0]:.5f}/{scores[False][1]:.5f} with 8-bit; 8-bit may saturate "
+                            f"VPMADDUBSW)"}
         main = save_onnx(load_full(work / ("weights7" if reduce else "weights8") / "model.onnx"), out_dir / "model.onnx")
         return main, chosen
 
