@@ -1,12 +1,13 @@
 """TFLite INT8 recipes side by side: latency vs the same model's FP32 .tflite (1 and 2 threads, interleaved) and fidelity.
 
 Every variant is a real litert-torch PT2E export of the same model, calibrated on the same samples; only the recipe
-changes. The ``edgeq`` row is ``convert_int8`` itself (what ``edgeq export -b tflite-int8`` writes).
+changes. The ``edgeq`` and ``narrow-float`` rows are ``convert_int8`` itself (what ``edgeq export -b tflite-int8``
+writes, without and with ``--tflite-narrow-convs float``).
 
     peer-default   torch.export (non-strict, torch's default), per-tensor weights: litert-torch's documented recipe
     before         non-strict export, per-channel weights: edgeq's recipe before this benchmark
-    strict         strict (TorchDynamo) export, per-channel: residual adds / pooling annotated, the graph fully int8
-    edgeq          strict + narrow heavy convolutions (< 8 input channels, >= 1 M MACs) kept float
+    edgeq          strict (TorchDynamo) export, per-channel: residual adds / pooling annotated, the graph fully int8
+    narrow-float   edgeq + narrow heavy convolutions (< 8 input channels, >= 1 M MACs) kept float
 
 Run: ``.venv/bin/python bench/tflite_int8.py [--model resnet18|digits|mobilenetv2|convs|all] [--rounds 15]``
 (ResNet-18: ~3 min on 2 shared cores). Columns: latency ratio to FP32 (median of per-round ratios), cosine vs FP32
@@ -40,7 +41,6 @@ MODELS = {
 VARIANTS = {  # name: (strict export, per-channel weights, narrow convs float)
     "peer-default": (False, False, False),
     "before": (False, True, False),
-    "strict": (True, True, False),
 }
 HEAVY = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
 
@@ -122,6 +122,8 @@ def run(name: str, rounds: int, tmp: Path) -> list[list[str]]:
         for variant, switches in VARIANTS.items():
             paths[variant] = build_variant(source, calib, tmp / f"{name}-{variant}.tflite", *switches)
         paths["edgeq"] = convert_int8(source, calib, tmp / f"{name}-edgeq.tflite", "tflite-int8")
+        paths["narrow-float"] = convert_int8(source, calib, tmp / f"{name}-narrow.tflite", "tflite-int8",
+                                             narrow_convs_float=True)
     print(f"{name}: built {len(paths)} .tflite files, timing", file=sys.stderr, flush=True)
     ratios = {t: interleaved_latency(paths, threads=t, rounds=rounds) for t in (1, 2)}
     rows = []

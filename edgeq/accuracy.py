@@ -118,7 +118,7 @@ def _layer_id(node: Any) -> str:
     return path or f"node:{node.name}"
 
 
-def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds]) -> list[LayerGroup]:
+def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: bool = False) -> list[LayerGroup]:
     """The same ranking on PT2E's converted reference graph (quantize → dequantize pairs run in torch).
 
     Uses the graph preparation, quantizer and calibration of tflite-int8 (``convert_int8``); groups are module paths
@@ -139,7 +139,8 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds]) -> list[LayerGroup]:
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with quiet(), torch.no_grad():
         exported = export_for_quantization(module, args)  # the same graph (and node names) as convert_int8
-        keep_narrow_convs_float(exported)
+        if narrow_convs_float:
+            keep_narrow_convs_float(exported)
         graph = prepare_pt2e(exported, quantizer)
         for sample in calib:
             graph(*source.example_inputs(sample))
@@ -272,7 +273,8 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
                 groups, key = rank_onnx_qdq(plain.files.main, feeds[:RANKING_SAMPLES]), "nodes_to_exclude"
             else:
                 record.method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
-                groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES]), "tflite_exclude_modules"
+                groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES],
+                                       options.tflite_narrow_convs == "float"), "tflite_exclude_modules"
             record.ranked_layers = [f"{g.tensor} ({g.sqnr_db:g} dB): {', '.join(g.layers)}" for g in groups]
             base = [str(n) for n in options.extra.get(key, []) or []]
             for k in range(1, min(len(groups), MAX_ATTEMPTS) + 1):

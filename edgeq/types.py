@@ -40,6 +40,9 @@ class ExportOptions:
 
     calib_method: str = "minmax"
     tflite_io: Literal["int8", "float"] = "int8"
+    tflite_narrow_convs: Literal["int8", "float"] = "int8"
+    """tflite-int8: "float" keeps heavy convolutions over < 8 input channels (image stems) in float, faster on x86
+    XNNPACK but no longer full integer; "int8" (default) is full integer, what NPUs and Edge TPUs need."""
     threads: int = 1
     opset: int = 17
     extra: dict[str, object] = field(default_factory=dict)

@@ -150,13 +150,14 @@ class ResidualStem(nn.Module):
 '''
 
 
-def test_residual_add_stays_int8_and_heavy_narrow_stem_float(tmp_path: Path) -> None:
+def test_residual_add_int8_full_integer_default_and_opt_in_float_stem(tmp_path: Path) -> None:
     import numpy as np
 
     (tmp_path / "residual.py").write_text(RESIDUAL_STEM)
     np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((12, 3, 96, 96)).astype(np.float32))
     assert main(["export", f"{tmp_path / 'residual.py'}:ResidualStem", "--calib", str(tmp_path / "calib.npy"),
-                 "--calib-samples", "8", "--holdout-samples", "4", "-b", "tflite-int8", "--out", str(tmp_path / "out")]) == 0
+                 "--calib-samples", "8", "--holdout-samples", "4", "-b", "tflite-int8", "--tflite-narrow-convs", "float",
+                 "--out", str(tmp_path / "out")]) == 0
     art = Manifest.read(tmp_path / "out" / "residualstem" / "manifest.json").artifact("tflite-int8")
     assert art.status == "ok", art.error
     ops = _ops(tmp_path / "out" / "residualstem" / art.path)
@@ -167,6 +168,14 @@ def test_residual_add_stays_int8_and_heavy_narrow_stem_float(tmp_path: Path) -> 
     assert names.count("DEQUANTIZE") == 1 and names[names.index("DEQUANTIZE") + 1] == "CONV_2D"  # int8 input → stem
     assert art.inputs[0].dtype == "int8" and art.outputs[0].dtype == "int8"  # int8 model I/O all the same
     assert art.verification.cosine_min > 0.98
+
+    # the default stays full integer (what NPUs / Edge TPUs need): the stem too
+    assert main(["export", f"{tmp_path / 'residual.py'}:ResidualStem", "--calib", str(tmp_path / "calib.npy"),
+                 "--calib-samples", "8", "--holdout-samples", "4", "-b", "tflite-int8", "--out", str(tmp_path / "full")]) == 0
+    full = Manifest.read(tmp_path / "full" / "residualstem" / "manifest.json").artifact("tflite-int8")
+    full_ops = _ops(tmp_path / "full" / "residualstem" / full.path)
+    assert [dtypes[0] for name, dtypes in full_ops if name == "CONV_2D"] == ["int8", "int8"]
+    assert "DEQUANTIZE" not in [name for name, _ in full_ops] and full.recipe["narrow_convs"] == "int8"
 
 
 def test_converter_chatter_goes_to_the_backend_log_not_the_terminal(tiny_model_file: Path, tiny_calib: Path,

@@ -221,7 +221,7 @@ def int8_interface(qdq_tflite: Path, out: Path) -> Path:
 
 
 def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[str] | None = None,
-                 narrow_convs_float: bool = True, float_io: bool = False) -> Path:
+                 narrow_convs_float: bool = False, float_io: bool = False) -> Path:
     """Full-integer PT2E quantization (per-channel symmetric weights), calibrated on ``calib``.
 
     ``exclude_modules``: module paths (``features.3``) left in float (``--max-drop`` accuracy control).

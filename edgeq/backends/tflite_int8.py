@@ -41,13 +41,17 @@ class TfliteInt8(Backend):
                                  notes=[f"QAT {options.qat.epochs} epoch(s); full integer: int8 weights, activations and I/O"])
         excluded = [str(m) for m in options.extra.get("tflite_exclude_modules", []) or []]
         float_io = options.tflite_io == "float"
+        narrow_float = options.tflite_narrow_convs == "float"
         main = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded,
-                            float_io=float_io)
+                            narrow_convs_float=narrow_float, float_io=float_io)
         recipe = {"route": "litert-torch PT2E", "export": "strict", "per_channel": True, "symmetric": True,
                   "io": options.tflite_io, "calibration": "minmax", "layout": source.layout,
-                  "narrow_convs": f"float when < {NARROW_CONV_CHANNELS} input channels and >= {NARROW_CONV_MIN_MACS} MACs"}
+                  "narrow_convs": f"float when < {NARROW_CONV_CHANNELS} input channels and >= {NARROW_CONV_MIN_MACS} MACs"
+                  if narrow_float else "int8"}
         if excluded:
             recipe["float_modules"] = excluded
         note = ("int8 weights and activations, float32 model I/O (QUANTIZE / DEQUANTIZE ops at the boundary)" if float_io
                 else "int8 weights, activations and I/O")
+        if narrow_float:
+            note += f"; heavy convolutions over < {NARROW_CONV_CHANNELS} input channels in float (--tflite-narrow-convs)"
         return ExportedFiles(main=main, recipe=recipe, notes=[note])

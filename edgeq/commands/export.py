@@ -22,6 +22,9 @@ def export(
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration/held-out split"),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | percentile | entropy | mse (per backend support)"),
     tflite_io: str = typer.Option("int8", "--tflite-io", help="TFLite INT8 model I/O: int8 (quantized) or float"),
+    tflite_narrow_convs: str = typer.Option(
+        "int8", "--tflite-narrow-convs", help="tflite-int8 from PyTorch/ONNX: int8 (full integer) or float for heavy "
+        "convolutions over < 8 input channels (image stems; faster on x86 XNNPACK, docs/tflite-int8.md)"),
     eval_spec: str | None = typer.Option(None, "--eval", help="Eval set with labels/targets (same forms as --calib); "
                                          "scores every artifact and the FP32 source"),
     eval_samples: int | None = typer.Option(None, "--eval-samples", min=1, help="Use only the first N eval samples"),
@@ -46,6 +49,8 @@ def export(
 
     if tflite_io not in ("int8", "float"):
         raise typer.BadParameter("--tflite-io must be int8 or float")
+    if tflite_narrow_convs not in ("int8", "float"):
+        raise typer.BadParameter("--tflite-narrow-convs must be int8 or float")
     from edgeq.qat import settings_from_cli
 
     qat_settings = settings_from_cli(qat, train, epochs, lr, seed, max_drop)
@@ -54,7 +59,8 @@ def export(
         calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
         eval_spec=eval_spec, eval_samples=eval_samples, metric=metric, max_drop=max_drop, drop_type=drop_type,
         jobs=_parse_jobs(jobs),
-        options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io, qat=qat_settings),  # type: ignore[arg-type]
+        options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io,  # type: ignore[arg-type]
+                              tflite_narrow_convs=tflite_narrow_convs, qat=qat_settings),  # type: ignore[arg-type]
     )
     with StepProgress() as progress:
         manifest = run_export(request, on_step=progress.log, on_progress=progress.advance)
