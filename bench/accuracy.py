@@ -92,6 +92,9 @@ def run_case(case: dict, out: Path, rounds: int, table: Table) -> None:
             control = art.accuracy_control
             floated = (f"{len(control.layers_to_float)} to float, before {scale * control.drop_before:+.3g}{unit}"
                        if control and control.layers_to_float else "")
+            if control and not control.met:
+                errors = [str(a["error"]) for a in control.attempts if "error" in a]
+                floated = f"NOT met{': ' + errors[0] if errors else ''}"[:80]
             table.add_row(case["label"], art.backend, method, f"{scale * e.value:.4g}{unit}",
                           f"{scale * e.drop:+.3g}{unit}", f"{e.cosine_mean:.4f}",
                           f"{e.top1_agreement:.3f}" if e.top1_agreement is not None else "",
