@@ -46,8 +46,7 @@ def test_eval_metrics_in_manifest_and_table(tmp_path: Path, capsys: pytest.Captu
     assert "FP32 source" in out and "top1" in out and "eval: top1 on 300 samples" in out
 
 
-@pytest.mark.parametrize("backend", ["onnx-qdq", "openvino-int8",
-                                     pytest.param("tflite-int8", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", ["onnx-qdq", "openvino-int8", "tflite-int8"])
 def test_max_drop_returns_sensitive_layers_to_float(backend: str, sensitive_weights: Path, tmp_path: Path) -> None:
     code = _export(f"{SENSITIVE}:SensitiveDigitsNet", "--weights", str(sensitive_weights),
                    "--calib", "sklearn-digits:calib", "--calib-samples", "100", "--holdout-samples", "20",
@@ -114,7 +113,6 @@ def test_bad_eval_options_one_line(extra: list[str], message: str, tiny_model_fi
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.slow  # spawns two worker processes that import the whole stack (~40-80 s here)
 def test_eval_in_parallel_export_workers(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
     # --jobs 2: each backend in its own worker process; the eval context (metric included) travels pickled
     code = _export(f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "16",
@@ -129,7 +127,7 @@ def test_eval_in_parallel_export_workers(tiny_model_file: Path, tiny_calib: Path
         assert art.accuracy_control is not None and art.accuracy_control.met
 
 
-@pytest.mark.slow  # three INT8 backends with accuracy control from an ONNX file (~1-2 min here)
+@pytest.mark.slow  # ONNX → three INT8 backends, each with accuracy control: 12 s idle, ~45-60 s on a busy machine
 def test_max_drop_from_onnx_source(sensitive_weights: Path, tmp_path: Path) -> None:
     assert _export(f"{SENSITIVE}:SensitiveDigitsNet", "--weights", str(sensitive_weights), "--calib",
                    "sklearn-digits:calib", "--calib-samples", "50", "-b", "onnx-fp32", "--out", str(tmp_path / "src")) == 0
