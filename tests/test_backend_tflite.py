@@ -186,3 +186,35 @@ def test_converter_chatter_goes_to_the_backend_log_not_the_terminal(tiny_model_f
     assert "LiteRT-Torch Convert" not in shown.out + shown.err
     assert "tflite-fp32" in shown.out  # the export table still reaches the terminal
     assert "LiteRT-Torch Convert" in (tmp_path / "tinycnn" / "logs" / "tflite-fp32.log").read_text()
+
+
+TINY_ENCODER = '''
+import torch
+from torch import nn
+
+
+class TinyEncoder(nn.Module):
+    """One nn.TransformerEncoderLayer: in eval/no-grad PyTorch takes its fused fast path unless told not to."""
+
+    input_shape = (1, 8, 16)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+
+    def forward(self, x):
+        return self.layer(x)
+'''
+
+
+def test_transformer_encoder_layer_reaches_tflite_int8(tmp_path: Path) -> None:
+    import numpy as np
+
+    (tmp_path / "encoder.py").write_text(TINY_ENCODER)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((12, 1, 8, 16)).astype(np.float32))
+    assert main(["export", f"{tmp_path / 'encoder.py'}:TinyEncoder", "--calib", str(tmp_path / "calib.npy"),
+                 "--calib-samples", "8", "--holdout-samples", "4", "-b", "tflite-int8", "--out", str(tmp_path)]) == 0
+    art = Manifest.read(tmp_path / "tinyencoder" / "manifest.json").artifact("tflite-int8")
+    assert art.status == "ok", art.error  # was: no TFLite lowering for aten._transformer_encoder_layer_fwd
+    assert art.verification.cosine_min > 0.95

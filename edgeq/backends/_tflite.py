@@ -170,15 +170,22 @@ NARROW_CONV_MIN_MACS = 1_000_000
 def export_for_quantization(module, args, strict: bool = True):  # -> torch.fx.GraphModule
     """The ``torch.export`` graph PT2E annotates. Strict (TorchDynamo) export records ``source_fn_stack``, which
     litert-torch's add / mul / cat / pooling annotators match on; torch >= 2.9's default non-strict export does not, and
-    every residual add then stays float between dequantize and quantize ops. Non-strict when Dynamo cannot trace."""
+    every residual add then stays float between dequantize and quantize ops. Non-strict when Dynamo cannot trace.
+    PyTorch's fused attention fast path (``aten._transformer_encoder_layer_fwd``, ``_native_multi_head_attention``)
+    is switched off while exporting: litert-torch has no lowering for it."""
     import torch
 
-    if strict:
-        try:
-            return torch.export.export(module, args, strict=True).module()
-        except Exception:  # noqa: BLE001 - any Dynamo failure: the non-strict graph is correct, only less integer
-            pass
-    return torch.export.export(module, args).module()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        if strict:
+            try:
+                return torch.export.export(module, args, strict=True).module()
+            except Exception:  # noqa: BLE001 - any Dynamo failure: the non-strict graph is correct, only less integer
+                pass
+        return torch.export.export(module, args).module()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def keep_narrow_convs_float(graph, input_qspec=None) -> list[str]:
