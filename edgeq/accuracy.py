@@ -69,25 +69,13 @@ def channel_sqnr(pre: np.ndarray, post: np.ndarray) -> float:
 def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
     """Quantized activations of a QDQ model, worst median per-channel SQNR first, with producer + consumer nodes."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        create_activation_matching,
-        modify_model_output_intermediate_tensors,
-    )
+    from onnxruntime.quantization.qdq_loss_debug import create_activation_matching
     from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(feeds)
-
-        def get_next(self) -> Feeds | None:
-            return next(self._it, None)
+    from edgeq.explain.onnx import intermediate_activations
 
     with tempfile.TemporaryDirectory() as tmp:
-        augmented = Path(tmp) / "augmented.onnx"
-        modify_model_output_intermediate_tensors(str(model), str(augmented))
-        matching = create_activation_matching(collect_activations(str(augmented), Reader()))
+        matching = create_activation_matching(intermediate_activations(Path(model), feeds, Path(tmp)))
     graph = onnx.load(str(model), load_external_data=False).graph
     producers = {out: node for node in graph.node for out in node.output}
     qdq_ops = {"QuantizeLinear", "DequantizeLinear"}

@@ -13,9 +13,7 @@ Build the weights (≈ 5 s): ``python -m edgeq.examples.sensitive OUT.safetensor
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 OUTLIER_CHANNELS = (3, 17)
@@ -67,9 +65,9 @@ def add_outliers(model, channels: tuple[int, ...] = OUTLIER_CHANNELS, scale: flo
 def train(out: Path, epochs: int = 12, seed: int = 0) -> float:
     """Train on the digits ``train`` split, add the outliers, save weights atomically; eval top-1 (FP32)."""
     import torch
-    from safetensors.torch import save_file
 
     from edgeq.examples.digits import load_digits_split
+    from edgeq.examples.train_digits import save_weights
 
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
@@ -96,14 +94,7 @@ def train(out: Path, epochs: int = 12, seed: int = 0) -> float:
         torch.set_num_threads(threads)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_weights(model, out)
     return accuracy
 
 

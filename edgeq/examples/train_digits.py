@@ -13,12 +13,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def train(epochs: int = 30, seed: int = 0, out: Path | None = None) -> float:
     """Train from ``seed``, save the weights atomically to ``out`` (default: the bundled file); eval top-1."""
     import torch
-    from safetensors.torch import save_file
 
     from edgeq.examples.digits import WEIGHTS, DigitsCNN, load_digits_split
 
@@ -46,7 +46,14 @@ def train(epochs: int = 30, seed: int = 0, out: Path | None = None) -> float:
     model.eval()
     with torch.no_grad():
         accuracy = float((model(torch.from_numpy(x_eval)).argmax(1).numpy() == y_eval).mean())
-    out = Path(out or WEIGHTS)
+    save_weights(model, Path(out or WEIGHTS))
+    return accuracy
+
+
+def save_weights(model: Any, out: Path) -> None:
+    """Write a torch module's state dict as safetensors atomically (a temporary file renamed into place)."""
+    from safetensors.torch import save_file
+
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -56,7 +63,6 @@ def train(epochs: int = 30, seed: int = 0, out: Path | None = None) -> float:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return accuracy
 
 
 if __name__ == "__main__":

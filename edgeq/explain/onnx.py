@@ -57,7 +57,8 @@ def heavy_ops(path: Path) -> tuple[list[HeavyOp], bool]:
     return ops, quantized
 
 
-def _activations(model: Path, feeds: list[Feeds], tmp: Path) -> dict:
+def intermediate_activations(model: Path, feeds: list[Feeds], tmp: Path) -> dict:
+    """Every intermediate tensor of ``model`` on ``feeds`` (ORT qdq_loss_debug), by tensor name."""
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
@@ -86,7 +87,8 @@ def layer_sqnr(path: Path, reference: Path, feeds: list[Feeds]) -> dict[str, flo
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        matches = create_activation_matching(_activations(path, feeds, tmp), _activations(reference, feeds, tmp))
+        matches = create_activation_matching(intermediate_activations(path, feeds, tmp),
+                                             intermediate_activations(reference, feeds, tmp))
     matched = {name: m for name, m in matches.items() if "float" in m}
     errors = compute_activation_error(matched)
     return {name: round(float(err["xmodel_err"]), 2) for name, err in errors.items()}
