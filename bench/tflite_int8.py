@@ -121,9 +121,9 @@ def run(name: str, rounds: int, tmp: Path) -> list[list[str]]:
         paths = {"fp32": convert_fp32(source, tmp / f"{name}-fp32.tflite", "tflite-fp32")}
         for variant, switches in VARIANTS.items():
             paths[variant] = build_variant(source, calib, tmp / f"{name}-{variant}.tflite", *switches)
-        paths["edgeq"] = convert_int8(source, calib, tmp / f"{name}-edgeq.tflite", "tflite-int8")
+        paths["edgeq"] = convert_int8(source, calib, tmp / f"{name}-edgeq.tflite", "tflite-int8")[0]
         paths["narrow-float"] = convert_int8(source, calib, tmp / f"{name}-narrow.tflite", "tflite-int8",
-                                             narrow_convs_float=True)
+                                             narrow_convs_float=True)[0]
     print(f"{name}: built {len(paths)} .tflite files, timing", file=sys.stderr, flush=True)
     ratios = {t: interleaved_latency(paths, threads=t, rounds=rounds) for t in (1, 2)}
     rows = []

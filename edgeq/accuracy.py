@@ -113,20 +113,20 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: b
     (or ``node:<name>`` for ops of the top-level module).
     """
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from edgeq.backends._tflite import (
         export_for_quantization,
         keep_narrow_convs_float,
+        ptq_quantizer,
         quiet,
         torch_module_or_refuse,
     )
 
     module, args = torch_module_or_refuse(source, "tflite-int8")
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with quiet(), torch.no_grad():
         exported = export_for_quantization(module, args)  # the same graph (and node names) as convert_int8
+        quantizer, _ = ptq_quantizer(exported)
         if narrow_convs_float:
             keep_narrow_convs_float(exported)
         graph = prepare_pt2e(exported, quantizer)

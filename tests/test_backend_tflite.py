@@ -38,6 +38,7 @@ def test_all_tflite_backends_verify_against_fp32(exported: Path) -> None:
     assert 0.4 < arts["tflite-fp16"].size_bytes / fp32 < 0.65
     assert arts["tflite-int8"].size_bytes / fp32 < 0.45
     assert arts["tflite-int8"].layout == "NCHW"
+    assert arts["tflite-int8"].recipe["per_channel"] is True  # a CNN: per-channel weights
 
 
 def test_int8_is_full_integer_with_io_quantization_in_manifest(exported: Path) -> None:
@@ -218,3 +219,4 @@ def test_transformer_encoder_layer_reaches_tflite_int8(tmp_path: Path) -> None:
     art = Manifest.read(tmp_path / "tinyencoder" / "manifest.json").artifact("tflite-int8")
     assert art.status == "ok", art.error  # was: no TFLite lowering for aten._transformer_encoder_layer_fwd
     assert art.verification.cosine_min > 0.95
+    assert art.recipe["per_channel"] is False  # attention graph: per-tensor weights (measured more faithful)

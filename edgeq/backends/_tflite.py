@@ -116,6 +116,29 @@ def _excluding_quantizer(excluded: list[str]):
     return ExcludingQuantizer()
 
 
+def has_attention(graph) -> bool:
+    """An attention pattern in an exported FX graph: scaled-dot-product attention, or a softmax feeding a matmul."""
+    for node in graph.graph.nodes:
+        target = str(node.target)
+        if "scaled_dot_product_attention" in target:
+            return True
+        if "softmax" in target and any(any(op in str(user.target) for op in ("matmul", "bmm")) for user in node.users):
+            return True
+    return False
+
+
+def ptq_quantizer(graph, exclude_modules: list[str] | None = None):  # -> (PT2EQuantizer, per_channel)
+    """litert-torch's static PT2E quantizer for ``graph``: symmetric int8, per-channel weights — per-tensor on
+    attention graphs (BERT-mini in bench/peers.py: cosine min vs FP32 0.9888 per-tensor vs 0.9852 per-channel; CNNs
+    gain from per-channel: ResNet-18 0.9984 vs 0.9945). ``exclude_modules`` stay float (accuracy control)."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    per_channel = not has_attention(graph)
+    quantizer = _excluding_quantizer(list(exclude_modules)) if exclude_modules else PT2EQuantizer()
+    return quantizer.set_global(get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=False)), \
+        per_channel
+
+
 def litert_quantizer(is_qat: bool = False):  # -> litert_torch PT2EQuantizer
     """litert-torch's PT2E quantizer: symmetric per-channel int8 weights, static int8 activations (QAT: fake quant)."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
@@ -228,22 +251,21 @@ def int8_interface(qdq_tflite: Path, out: Path) -> Path:
 
 
 def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[str] | None = None,
-                 narrow_convs_float: bool = False, float_io: bool = False) -> Path:
-    """Full-integer PT2E quantization (per-channel symmetric weights), calibrated on ``calib``.
+                 narrow_convs_float: bool = False, float_io: bool = False) -> tuple[Path, bool]:
+    """Full-integer PT2E quantization (symmetric weights, see ``ptq_quantizer``), calibrated on ``calib``; returns
+    the artifact and whether weights are per-channel.
 
     ``exclude_modules``: module paths (``features.3``) left in float (``--max-drop`` accuracy control).
     ``narrow_convs_float``: heavy convolutions over fewer than 8 input channels stay float (``NARROW_CONV_CHANNELS``).
     ``float_io``: float32 model inputs and outputs (otherwise int8)."""
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     module, args = torch_module_or_refuse(source, backend)
-    quantizer = (_excluding_quantizer(list(exclude_modules)) if exclude_modules else PT2EQuantizer()).set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with quiet(), torch.no_grad(), lowering_errors(backend):
         exported = export_for_quantization(module, args)
+        quantizer, per_channel = ptq_quantizer(exported, exclude_modules)
         kept = keep_narrow_convs_float(exported, None if float_io else get_input_act_qspec(quantizer.global_config)) \
             if narrow_convs_float else []
         float_reads_input = any(node.name in kept and node.args[0].op == "placeholder" for node in exported.graph.nodes)
@@ -259,7 +281,7 @@ def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[s
                 int8_interface(write_quantized(graph, args, quantizer, qdq, float_io=True), out)
             finally:
                 qdq.unlink(missing_ok=True)
-    return out
+    return out, per_channel
 
 
 class RequantizedTflite(Backend):

@@ -42,9 +42,9 @@ class TfliteInt8(Backend):
         excluded = [str(m) for m in options.extra.get("tflite_exclude_modules", []) or []]
         float_io = options.tflite_io == "float"
         narrow_float = options.tflite_narrow_convs == "float"
-        main = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded,
-                            narrow_convs_float=narrow_float, float_io=float_io)
-        recipe = {"route": "litert-torch PT2E", "export": "strict", "per_channel": True, "symmetric": True,
+        main, per_channel = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded,
+                                         narrow_convs_float=narrow_float, float_io=float_io)
+        recipe = {"route": "litert-torch PT2E", "export": "strict", "per_channel": per_channel, "symmetric": True,
                   "io": options.tflite_io, "calibration": "minmax", "layout": source.layout,
                   "narrow_convs": f"float when < {NARROW_CONV_CHANNELS} input channels and >= {NARROW_CONV_MIN_MACS} MACs"
                   if narrow_float else "int8"}
