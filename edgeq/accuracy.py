@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import failure_reason
 from edgeq.manifest import AccuracyControl
 from edgeq.types import ExportOptions, Feeds
 
@@ -284,8 +284,7 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
             best.discard()
         raise
     except Exception as exc:  # noqa: BLE001 - a failed control step keeps the best artifact so far, with the reason
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        attempts.append({"error": first if isinstance(exc, EdgeqError) else f"{type(exc).__name__}: {first}"})
+        attempts.append({"error": failure_reason(exc, 220)})
     record.attempts = attempts
     assert best.evaluation is not None
     record.drop_after = best.evaluation.drop

@@ -35,3 +35,15 @@ class DeviceError(EdgeqError):
 
 class ConfigError(EdgeqError):
     """A YAML configuration (devices, recipe) is invalid."""
+
+
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    """The first line of ``exc``'s message (its type name when the message is empty), cut to ``limit`` characters."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
+def failure_reason(exc: BaseException, limit: int = 300) -> str:
+    """How a failure reads in a table or manifest: an EdgeqError's own line, anything else prefixed by its type."""
+    if isinstance(exc, EdgeqError):
+        return first_line(exc, limit)
+    return f"{type(exc).__name__}: {first_line(exc, limit - 20)}"

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeq.errors import failure_reason
+
 if TYPE_CHECKING:
     from edgeq.manifest import Artifact
     from edgeq.pipeline import ExportRequest
@@ -119,7 +121,7 @@ def export_in_parallel(request: ExportRequest, names: list[str], model_dir: Path
                     executor = ProcessPoolExecutor(1, mp_context=context, initializer=_pin_worker, initargs=(cores,))
                     row = _failed_row(name, "export worker process died (killed by a signal or out of memory)")
                 except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded in the worker
-                    row = _failed_row(name, f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:280]}")
+                    row = _failed_row(name, failure_reason(exc))
                 done.put(row)
         finally:
             executor.shutdown()

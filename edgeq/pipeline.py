@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeq import __version__
 from edgeq.backends import get_backend, resolve
-from edgeq.errors import BackendUnavailable, EdgeqError
+from edgeq.errors import BackendUnavailable, EdgeqError, failure_reason
 from edgeq.evaluation import EvalSet, choose_metric, fidelity_summary, ground_truth, load_eval_set, score
 from edgeq.export_jobs import export_in_parallel, plan_slots
 from edgeq.manifest import (
@@ -224,8 +224,7 @@ def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, opti
         if candidate is not None:
             candidate.discard()
         row.status = "failed"
-        first = (str(exc).strip().splitlines() or [""])[0]
-        row.error = first[:300] if isinstance(exc, EdgeqError) else f"{type(exc).__name__}: {first[:280]}"
+        row.error = failure_reason(exc)
         row.export_seconds = round(time.perf_counter() - started, 2)
     return row
 

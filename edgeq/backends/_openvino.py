@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgeq.errors import BackendError, ModelError, UnsupportedConversion
+from edgeq.errors import BackendError, ModelError, UnsupportedConversion, first_line
 
 ROUTES = ("torch", "onnx")
 DEFAULT_TORCH_ROUTE = "onnx"
@@ -103,8 +103,7 @@ def _convert(call: Any, name: str, route: str) -> Any:
     try:
         return call()
     except Exception as exc:  # noqa: BLE001 - converter errors are long; keep the first line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BackendError(f"OpenVINO could not convert {name} ({route} route): {first[:200]}") from None
+        raise BackendError(f"OpenVINO could not convert {name} ({route} route): {first_line(exc, 200)}") from None
 
 
 def _fix_inputs(model: Any, source: Any) -> None:
@@ -128,8 +127,7 @@ def _fix_inputs(model: Any, source: Any) -> None:
         try:
             model.reshape(shapes)
         except Exception as exc:  # noqa: BLE001
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise BackendError(f"OpenVINO cannot fix the input shapes of {source.name}: {first[:200]}") from None
+            raise BackendError(f"OpenVINO cannot fix the input shapes of {source.name}: {first_line(exc, 200)}") from None
 
 
 def _name_outputs(model: Any, names: list[str]) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.errors import BackendUnavailable, ModelError
+from edgeq.errors import BackendUnavailable, ModelError, first_line
 from edgeq.models.base import ModelSource
 from edgeq.models.shapes import shape_for
 from edgeq.types import Feeds, Layout, TensorSpec
@@ -53,10 +53,6 @@ def quiet_tf() -> Iterator[None]:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:limit]
 
 
 def _fixed_shape(name: str, index: int, dims: list[int | None], given_shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
@@ -111,7 +107,7 @@ def _load_keras(path: Path) -> Any:
         with quiet_tf():
             return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # noqa: BLE001 - corrupt archives raise many types
-        raise ModelError(f"{path} is not a readable Keras model ({type(exc).__name__}: {_first_line(exc, 160)})") from None
+        raise ModelError(f"{path} is not a readable Keras model ({type(exc).__name__}: {first_line(exc, 160)})") from None
 
 
 def _load_saved_model(path: Path) -> Any:
@@ -121,7 +117,7 @@ def _load_saved_model(path: Path) -> Any:
         with quiet_tf():
             loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{path} is not a readable SavedModel ({type(exc).__name__}: {_first_line(exc, 160)})") from None
+        raise ModelError(f"{path} is not a readable SavedModel ({type(exc).__name__}: {first_line(exc, 160)})") from None
     signatures = dict(getattr(loaded, "signatures", {}) or {})
     if not signatures:
         raise ModelError(f"SavedModel {path} has no serving signature; export it with a signature "
@@ -246,7 +242,7 @@ class KerasSource(ModelSource):
                         concrete = fixed.get_concrete_function(**{s.name: t for s, t in zip(self.inputs, self.input_signature())})
                         tf.saved_model.save(module, str(out), signatures={SIGNATURE: concrete})
             except Exception as exc:  # noqa: BLE001
-                raise ModelError(f"cannot write a static-shape SavedModel of {self.name}: {_first_line(exc)}") from None
+                raise ModelError(f"cannot write a static-shape SavedModel of {self.name}: {first_line(exc)}") from None
             self._saved_dir = out
         return self._saved_dir
 
@@ -276,7 +272,7 @@ class KerasSource(ModelSource):
                 proto, _ = tf2onnx.convert.from_function(self.tf_function(), input_signature=self.input_signature(),
                                                          opset=ONNX_OPSET)
         except Exception as exc:  # noqa: BLE001 - converter errors are long; keep the first line
-            raise ModelError(f"tf2onnx could not convert {self.name}: {_first_line(exc)}") from None
+            raise ModelError(f"tf2onnx could not convert {self.name}: {first_line(exc)}") from None
         _rename_outputs(proto, self.output_names)
         out = out_dir / "model.onnx"
         large = proto.ByteSize() > 1_500_000_000

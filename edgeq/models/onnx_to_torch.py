@@ -15,7 +15,7 @@ import contextlib
 import io
 from typing import Any
 
-from edgeq.errors import UnsupportedConversion
+from edgeq.errors import UnsupportedConversion, first_line
 
 LITERAL_MAX_NUMEL = 64
 """Static tensors up to this many elements may be turned into Python literals (shapes, axes, pads, scalars)."""
@@ -59,7 +59,7 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
             f"ONNX model {name} cannot be converted to PyTorch for TFLite: unsupported op type(s) {op}"
         ) from None
     except (onnx2fx.Onnx2FxError, ValueError, TypeError, RuntimeError) as exc:
-        raise UnsupportedConversion(f"ONNX model {name} cannot be converted to PyTorch for TFLite: {_first_line(exc)}") from None
+        raise UnsupportedConversion(f"ONNX model {name} cannot be converted to PyTorch for TFLite: {first_line(exc)}") from None
     module.eval()
     try:
         with contextlib.redirect_stderr(io.StringIO()):
@@ -67,7 +67,7 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
     except Exception as exc:  # noqa: BLE001 - any failure of the eager run means the conversion is unusable
         raise UnsupportedConversion(
             f"ONNX model {name}: the converted PyTorch module fails on the example inputs ({type(exc).__name__}: "
-            f"{_first_line(exc)})"
+            f"{first_line(exc)})"
         ) from None
     try:  # a failing GraphModule prints its whole generated code to stderr: keep that off the terminal
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
@@ -77,7 +77,7 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
         hint = f" (its {'/'.join(control)} control flow depends on input values)" if control else ""
         raise UnsupportedConversion(
             f"ONNX model {name} was converted to PyTorch but torch.export cannot trace it{hint}, which litert-torch "
-            f"needs: {type(exc).__name__}: {_first_line(exc)}"
+            f"needs: {type(exc).__name__}: {first_line(exc)}"
         ) from None
     return module
 
@@ -187,7 +187,3 @@ def _drop_unused_buffers(module: Any) -> None:
     for buffer_name in [name for name, _ in module.named_buffers(recurse=False) if name not in used]:
         delattr(module, buffer_name)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:240]
