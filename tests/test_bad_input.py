@@ -8,30 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import fails_in_one_line
 
 from edgeq.backends import REGISTRY
 from edgeq.cli import main
 
 
-def _fail(capsys, args: list[str], expect: str) -> None:
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err.strip()
-    assert code != 0
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    assert expect.lower() in err.lower(), err
-
-
 def test_missing_model_file(capsys, tiny_calib: Path, tmp_path: Path) -> None:
-    _fail(capsys, ["export", str(tmp_path / "nope.onnx"), "--calib", str(tiny_calib), "--out", str(tmp_path)],
+    fails_in_one_line(capsys, ["export", str(tmp_path / "nope.onnx"), "--calib", str(tiny_calib), "--out", str(tmp_path)],
           "model file not found")
 
 
 def test_not_a_model_file(capsys, tiny_calib: Path, tmp_path: Path) -> None:
     fake = tmp_path / "fake.onnx"
     fake.write_text("this is not protobuf at all, just text\n" * 10)
-    _fail(capsys, ["export", str(fake), "--calib", str(tiny_calib), "--out", str(tmp_path / "o")], "onnx")
+    fails_in_one_line(capsys, ["export", str(fake), "--calib", str(tiny_calib), "--out", str(tmp_path / "o")], "onnx")
 
 
 def test_truncated_onnx(capsys, tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
@@ -40,20 +31,20 @@ def test_truncated_onnx(capsys, tiny_model_file: Path, tiny_calib: Path, tmp_pat
     data = (tmp_path / "ok" / "tinycnn" / "onnx-fp32" / "model.onnx").read_bytes()
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(data[: len(data) // 2])
-    _fail(capsys, ["export", str(cut), "--calib", str(tiny_calib), "--out", str(tmp_path / "o")], "onnx")
+    fails_in_one_line(capsys, ["export", str(cut), "--calib", str(tiny_calib), "--out", str(tmp_path / "o")], "onnx")
     assert not (tmp_path / "o" / "cut").exists()
 
 
 def test_unknown_file_format(capsys, tiny_calib: Path, tmp_path: Path) -> None:
     weird = tmp_path / "model.bin"
     weird.write_bytes(b"\0" * 16)
-    _fail(capsys, ["export", str(weird), "--calib", str(tiny_calib), "--out", str(tmp_path)], "cannot tell the format")
+    fails_in_one_line(capsys, ["export", str(weird), "--calib", str(tiny_calib), "--out", str(tmp_path)], "cannot tell the format")
 
 
 def test_pytorch_class_not_found(capsys, tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
-    _fail(capsys, ["export", f"{tiny_model_file}:Missing", "--calib", str(tiny_calib), "--out", str(tmp_path)],
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:Missing", "--calib", str(tiny_calib), "--out", str(tmp_path)],
           "no torch.nn.Module class 'Missing'")
-    _fail(capsys, ["export", f"{tiny_model_file}:NotAModule", "--calib", str(tiny_calib), "--out", str(tmp_path)],
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:NotAModule", "--calib", str(tiny_calib), "--out", str(tmp_path)],
           "found: TinyCNN")
 
 
@@ -63,27 +54,27 @@ def test_weights_that_do_not_fit(capsys, tiny_model_file: Path, tiny_calib: Path
 
     bad = tmp_path / "bad.safetensors"
     save_file({"head.weight": torch.zeros(3, 3)}, str(bad))
-    _fail(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--weights", str(bad), "--calib", str(tiny_calib),
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--weights", str(bad), "--calib", str(tiny_calib),
                    "--out", str(tmp_path)], "do not fit")
 
 
 def test_calibration_shape_mismatch(capsys, tiny_model_file: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((8, 3, 32, 32), np.float32))
-    _fail(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(wrong), "--out", str(tmp_path / "o")], "shape")
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(wrong), "--out", str(tmp_path / "o")], "shape")
     assert not (tmp_path / "o" / "tinycnn").exists()
 
 
 def test_calibration_dtype_mismatch(capsys, tiny_model_file: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "ints.npy"
     np.save(wrong, np.zeros((8, 3, 16, 16), np.int64))
-    _fail(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(wrong), "--out", str(tmp_path / "o")], "dtype")
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(wrong), "--out", str(tmp_path / "o")], "dtype")
 
 
 def test_empty_calibration_source(capsys, tiny_model_file: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    _fail(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(empty), "--out", str(tmp_path / "o")], "empty")
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(empty), "--out", str(tmp_path / "o")], "empty")
 
 
 def test_nan_in_calibration(capsys, tiny_model_file: Path, tmp_path: Path) -> None:
@@ -91,18 +82,18 @@ def test_nan_in_calibration(capsys, tiny_model_file: Path, tmp_path: Path) -> No
     data[5, 0, 0, 0] = np.nan
     path = tmp_path / "nan.npy"
     np.save(path, data)
-    _fail(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(path), "--out", str(tmp_path / "o")], "nan")
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(path), "--out", str(tmp_path / "o")], "nan")
 
 
 def test_unknown_backend(capsys, tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
-    _fail(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "-b", "onnx-int3",
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "-b", "onnx-int3",
                    "--out", str(tmp_path)], "unknown backend 'onnx-int3'")
 
 
 def test_output_dir_not_writable(capsys, tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    _fail(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--out", str(blocker / "out")],
+    fails_in_one_line(capsys, ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--out", str(blocker / "out")],
           "not writable")
 
 

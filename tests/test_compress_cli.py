@@ -12,6 +12,7 @@ import yaml
 pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
+from cli_checks import fails_in_one_line  # noqa: E402
 from compress_models import RESIDUAL_NET  # noqa: E402
 
 from edgeq.cli import main  # noqa: E402
@@ -41,14 +42,6 @@ def compress_args(setup: dict[str, Path], recipe: Path, out: Path, *more: str) -
             "--eval", str(setup["eval"]), "--out", str(out), *more]
 
 
-def fail(capsys, args: list[str], expect: str) -> None:
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err.strip()
-    assert code != 0
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    assert expect.lower() in err.lower(), err
 
 
 @pytest.mark.parametrize(("steps", "expect"), [
@@ -64,28 +57,28 @@ def fail(capsys, args: list[str], expect: str) -> None:
 ])
 def test_bad_recipes_are_one_line(capsys, setup, tmp_path, steps, expect):
     recipe = write_recipe(tmp_path / "bad.yaml", steps)
-    fail(capsys, compress_args(setup, recipe, tmp_path / "out"), expect)
+    fails_in_one_line(capsys, compress_args(setup, recipe, tmp_path / "out"), expect)
 
 
 def test_missing_train_set_for_a_training_step(capsys, setup, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", [{"step": "fuse"}, {"step": "distill", "epochs": 1}])
     args = ["compress", f"{setup['model']}:ResNetTiny", "--recipe", str(recipe), "--out", str(tmp_path / "o")]
-    fail(capsys, args, "recipe step 2 (distill) trains: give a training set with --train")
+    fails_in_one_line(capsys, args, "recipe step 2 (distill) trains: give a training set with --train")
 
 
 def test_other_bad_inputs(capsys, setup, tmp_path):
-    fail(capsys, compress_args(setup, tmp_path / "none.yaml", tmp_path / "o"), "recipe not found")
+    fails_in_one_line(capsys, compress_args(setup, tmp_path / "none.yaml", tmp_path / "o"), "recipe not found")
     broken = tmp_path / "broken.yaml"
     broken.write_text("steps: [fuse\n")
-    fail(capsys, compress_args(setup, broken, tmp_path / "o"), "not valid YAML")
+    fails_in_one_line(capsys, compress_args(setup, broken, tmp_path / "o"), "not valid YAML")
     recipe = write_recipe(tmp_path / "ok.yaml", [{"step": "fuse"}])
     args = compress_args(setup, recipe, tmp_path / "o")
-    fail(capsys, [*args[:5], str(tmp_path / "missing.npz"), *args[6:]], "data file not found")
+    fails_in_one_line(capsys, [*args[:5], str(tmp_path / "missing.npz"), *args[6:]], "data file not found")
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((4, 1, 6, 6), np.float32), y=np.zeros(4, np.int64))
-    fail(capsys, [*args[:5], str(wrong), *args[6:]], "has samples of shape (1, 6, 6); the model takes (1, 8, 8)")
+    fails_in_one_line(capsys, [*args[:5], str(wrong), *args[6:]], "has samples of shape (1, 6, 6); the model takes (1, 8, 8)")
     recipe = write_recipe(tmp_path / "ign.yaml", [{"step": "prune", "ratio": 0.5, "ignore": ["nope"]}])
-    fail(capsys, compress_args(setup, recipe, tmp_path / "o2"), "prune.ignore names unknown modules nope")
+    fails_in_one_line(capsys, compress_args(setup, recipe, tmp_path / "o2"), "prune.ignore names unknown modules nope")
 
 
 def test_compress_end_to_end_then_resume(capsys, setup, tmp_path):
@@ -118,7 +111,7 @@ def test_compress_end_to_end_then_resume(capsys, setup, tmp_path):
     assert resumed["steps"][-1]["params"] == report["steps"][-1]["params"]
 
     changed = write_recipe(tmp_path / "r2.yaml", [*steps[:3], {"step": "finetune", "epochs": 5, **QUICK}])
-    fail(capsys, [*compress_args(setup, changed, out), "--resume"], "was made with a different recipe")
+    fails_in_one_line(capsys, [*compress_args(setup, changed, out), "--resume"], "was made with a different recipe")
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import fails_in_one_line
 
 from edgeq.cli import main
 
@@ -129,37 +130,29 @@ def test_training_changes_weights_and_leaves_the_source_alone(tiny_model_file: P
         source.close()
 
 
-def _fail(capsys, args: list[str], expect: str) -> None:
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err.strip()
-    assert code != 0
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    assert expect.lower() in err.lower(), err
 
 
 def test_refusals_are_one_line(capsys, tiny_model_file: Path, tiny_calib: Path, tiny_train: Path,
                                tmp_path: Path) -> None:
     base = ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "8",
             "-b", "onnx-qdq", "--out", str(tmp_path / "o")]
-    _fail(capsys, base + ["--qat"], "--qat needs labelled training data")
-    _fail(capsys, base + ["--train", str(tiny_train)], "--train is only used by --qat")
-    _fail(capsys, base + ["--qat", "--train", str(tmp_path / "missing.npz")], "not found")
+    fails_in_one_line(capsys, base + ["--qat"], "--qat needs labelled training data")
+    fails_in_one_line(capsys, base + ["--train", str(tiny_train)], "--train is only used by --qat")
+    fails_in_one_line(capsys, base + ["--qat", "--train", str(tmp_path / "missing.npz")], "not found")
     fp32_only = [a if a != "onnx-qdq" else "onnx-fp32" for a in base]
-    _fail(capsys, fp32_only + ["--qat", "--train", str(tiny_train)], "none of them was requested")
-    _fail(capsys, base + ["--qat", "--train", str(tiny_train), "--max-drop", "0.01"], "cannot be combined")
+    fails_in_one_line(capsys, fp32_only + ["--qat", "--train", str(tiny_train)], "none of them was requested")
+    fails_in_one_line(capsys, base + ["--qat", "--train", str(tiny_train), "--max-drop", "0.01"], "cannot be combined")
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((4, 3, 8, 8), np.float32), y=np.zeros(4, np.int64))
-    _fail(capsys, base + ["--qat", "--train", str(bad)], "needs (3, 16, 16)")
+    fails_in_one_line(capsys, base + ["--qat", "--train", str(bad)], "needs (3, 16, 16)")
     labels = tmp_path / "labels.npz"
     np.savez(labels, x=np.zeros((4, 3, 16, 16), np.float32), y=np.array([0, 1, 2, 99]))
-    _fail(capsys, base + ["--qat", "--train", str(labels)], "outputs 10 classes")
+    fails_in_one_line(capsys, base + ["--qat", "--train", str(labels)], "outputs 10 classes")
     # an ONNX source: export one first, then ask for QAT on it
     assert main(["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "8",
                  "-b", "onnx-fp32", "--out", str(tmp_path / "fp32")]) == 0
     onnx_model = tmp_path / "fp32" / "tinycnn" / "onnx-fp32" / "model.onnx"
-    _fail(capsys, ["export", str(onnx_model), "--calib", str(tiny_calib), "-b", "onnx-qdq", "--out",
+    fails_in_one_line(capsys, ["export", str(onnx_model), "--calib", str(tiny_calib), "-b", "onnx-qdq", "--out",
                    str(tmp_path / "o2"), "--qat", "--train", str(tiny_train)], "--qat needs a PyTorch model")
 
 
