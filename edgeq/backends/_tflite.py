@@ -131,19 +131,18 @@ def ptq_quantizer(graph, exclude_modules: list[str] | None = None):  # -> (PT2EQ
     """litert-torch's static PT2E quantizer for ``graph``: symmetric int8, per-channel weights — per-tensor on
     attention graphs (BERT-mini in bench/peers.py: cosine min vs FP32 0.9888 per-tensor vs 0.9852 per-channel; CNNs
     gain from per-channel: ResNet-18 0.9984 vs 0.9945). ``exclude_modules`` stay float (accuracy control)."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-
     per_channel = not has_attention(graph)
-    quantizer = _excluding_quantizer(list(exclude_modules)) if exclude_modules else PT2EQuantizer()
-    return quantizer.set_global(get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=False)), \
-        per_channel
+    return litert_quantizer(per_channel=per_channel, exclude_modules=exclude_modules), per_channel
 
 
-def litert_quantizer(is_qat: bool = False):  # -> litert_torch PT2EQuantizer
-    """litert-torch's PT2E quantizer: symmetric per-channel int8 weights, static int8 activations (QAT: fake quant)."""
+def litert_quantizer(is_qat: bool = False, per_channel: bool = True,
+                     exclude_modules: list[str] | None = None):  # -> litert_torch PT2EQuantizer
+    """litert-torch's PT2E quantizer: symmetric int8 weights (per-channel by default), static int8 activations (QAT:
+    fake quant); ``exclude_modules`` are left in float."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+    quantizer = _excluding_quantizer(list(exclude_modules)) if exclude_modules else PT2EQuantizer()
+    return quantizer.set_global(get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=is_qat))
 
 
 @contextlib.contextmanager
