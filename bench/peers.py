@@ -9,9 +9,10 @@ Peers (each the tool's documented default call, nothing tuned):
 - tflite-int8 ↔ litert-torch PT2E with ``get_symmetric_quantization_config()`` (per-tensor), int8 I/O.
 edgeq's side is ``edgeq.export`` (the real pipeline, whatever recipe is committed). The ONNX/OpenVINO peers start
 from the FP32 ONNX that edgeq exports, the LiteRT peer from the same PyTorch module; every side gets the same
-calibration samples (digits: the 300-image calib split; others: 32 seeded N(0,1) inputs). Quality: digits top-1
-on the 300-image eval split (trained weights); otherwise cosine vs the PyTorch FP32 output on 16 held-out seeded
-inputs (min / mean). Latency: ``edgeq.measure.interleaved_latency`` on peer, edgeq and the runtime's FP32
+calibration samples in the same order (edgeq's seeded ``sample_order``: litert-torch's histogram observer depends on
+the order, ±0.005 worst-sample cosine on BERT-mini between orders) (digits: the 300-image calib split; others: 32
+seeded N(0,1) inputs). Quality: digits top-1 on the 300-image eval split (trained weights); otherwise cosine vs the
+PyTorch FP32 output on 64 held-out seeded inputs (min / mean). Latency: ``edgeq.measure.interleaved_latency`` on peer, edgeq and the runtime's FP32
 artifact in one session, alternating round by round, twice (peer first, then edgeq first, to cancel position
 bias); edgeq/peer is the geometric mean of the two medians of paired per-round ratios; INT8/FP32 is the ratio of
 medians at 2 threads (< 1 = INT8 faster). Export time: every quantizer is imported before anything is timed. Writes ``bench/results/peers.json``.
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import edgeq  # noqa: E402
+from edgeq.calibration import sample_order  # noqa: E402
 from edgeq.measure import interleaved_latency  # noqa: E402
 
 MODELS = {
@@ -48,7 +50,7 @@ MODELS = {
     "bertmini": (f"{REPO}/bench/models.py:BertMini", None),
 }
 BACKENDS = {"onnx-qdq": "onnx-fp32", "openvino-int8": "openvino-fp32", "tflite-int8": "tflite-fp32"}
-N_CALIB, N_HOLD = 32, 16
+N_CALIB, N_HOLD = 32, 64
 RUNS_PER_ROUND = {"digits": 40}
 """Runs per interleaved round (the round keeps the fastest): sub-millisecond models need more to be stable."""
 
@@ -190,9 +192,12 @@ def bench_model(name: str, tmp: Path, rounds: int, backends: list[str], console:
     model = load_torch(spec, weights)
     shape = tuple(model.input_shape)
     calib, hold, labels = data(name, shape)
-    files = {"calib": tmp / f"{name}_calib.npy", "hold": tmp / f"{name}_hold.npy"}
+    files = {"calib": tmp / f"{name}_calib.npy", "hold": tmp / f"{name}_hold.npy",
+             "peer_calib": tmp / f"{name}_peer_calib.npy"}
     np.save(files["calib"], calib[:, 0])
     np.save(files["hold"], hold[:, 0])
+    calib = calib[sample_order(len(calib))]  # the peers see the samples in the order edgeq feeds them
+    np.save(files["peer_calib"], calib[:, 0])
     import torch
 
     with torch.no_grad():
@@ -203,7 +208,7 @@ def bench_model(name: str, tmp: Path, rounds: int, backends: list[str], console:
     # The LiteRT peer needs only the PyTorch module: it is built in a second process while edgeq exports (each
     # side then has one of the two cores; both conversions are single-threaded Python/MLIR work).
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        litert_job = pool.submit(litert_peer_job, spec, weights, files["calib"], litert_dir) \
+        litert_job = pool.submit(litert_peer_job, spec, weights, files["peer_calib"], litert_dir) \
             if "tflite-int8" in wanted else None
         manifest = edgeq.export(spec, str(files["calib"]), backends=[*(BACKENDS[b] for b in wanted), *wanted],
                                 out=tmp / "out", weights=weights, calib_samples=len(calib),

@@ -194,7 +194,7 @@ def test_int8_detects_attention_as_transformer(model_file: Path, tmp_path: Path)
     calib = _samples((1, 8, 32), 8, "tokens", seed=0)
     files = _export("openvino-int8", source, calib, tmp_path / "int8")
     assert files.recipe["graph"] == "transformer" and files.recipe["model_type"] == "transformer"
-    assert files.recipe["preset"] == "mixed"
+    assert files.recipe["preset"] == "performance"
     evidence = files.recipe["graph_evidence"]  # OpenVINO fuses the ONNX form's attention into one SDPA op
     assert evidence["ScaledDotProductAttention"] >= 1 or evidence["activation_MatMul"] >= 2, evidence
     model = ov.Core().read_model(str(files.main))

@@ -1,5 +1,6 @@
-"""Recipe choices tuned with bench/peers.py: onnx-qdq's measured 7/8-bit weight choice on x86 without VNNI, and
-openvino-int8's transformer recipe without SmoothQuant (docs/recipes.md)."""
+"""Recipe choices tuned with bench/peers.py (docs/recipes.md): onnx-qdq's measured 7/8-bit weight choice on x86
+without VNNI and its float residual stream on attention graphs; openvino-int8's transformer recipe (symmetric
+activations, no SmoothQuant)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgeq.backends import get_backend
+from edgeq.errors import BackendError
 from edgeq.models import load_model
 from edgeq.types import ExportOptions
 
@@ -31,6 +33,8 @@ class SmallCnn(nn.Module):
 
 
 class SmallAttention(nn.Module):
+    """One attention block with a residual Add into a LayerNorm."""
+
     input_shape = (1, 8, 32)
 
     def __init__(self):
@@ -38,10 +42,11 @@ class SmallAttention(nn.Module):
         torch.manual_seed(0)
         self.qkv = nn.Linear(32, 96)
         self.proj = nn.Linear(32, 32)
+        self.norm = nn.LayerNorm(32)
 
     def forward(self, tokens):
         q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        return self.proj(torch.softmax(q @ k.transpose(-1, -2) / 32 ** 0.5, dim=-1) @ v)
+        return self.norm(tokens + self.proj(torch.softmax(q @ k.transpose(-1, -2) / 32 ** 0.5, dim=-1) @ v))
 '''
 
 
@@ -82,15 +87,68 @@ def test_onnx_qdq_avx2_picks_weight_bits_by_measured_fidelity(model_file: Path, 
     source.close()
 
 
-def test_openvino_transformer_recipe_without_smooth_quant_unless_asked(model_file: Path, tmp_path: Path) -> None:
+def _layer_norm_input_producer(path: Path) -> str:
+    """Op type of the node feeding the (only) LayerNormalization of a QDQ model."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    norms = [node for node in graph.node if node.op_type == "LayerNormalization"]
+    assert len(norms) == 1, [node.op_type for node in graph.node]
+    return producer[norms[0].input[0]]
+
+
+def test_onnx_qdq_keeps_residual_add_and_layer_norm_float_on_attention_graphs(model_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    source = load_model(f"{model_file}:SmallAttention")
+    calib = _samples((1, 8, 32), "tokens")
+    default = _export("onnx-qdq", source, calib, tmp_path / "default", onnx_target="x86-vnni")
+    assert default.recipe["float_residual"] is True and "attention graph" in default.notes[1]
+    assert _layer_norm_input_producer(default.main) == "Add"  # Add → LayerNorm with no Q/DQ pair between
+    quantized = _export("onnx-qdq", source, calib, tmp_path / "all", onnx_target="x86-vnni", onnx_float_residual=False)
+    assert quantized.recipe["float_residual"] is False
+    assert _layer_norm_input_producer(quantized.main) == "DequantizeLinear"
+    cnn = _export("onnx-qdq", load_model(f"{model_file}:SmallCnn"), _samples((1, 3, 16, 16), "image"), tmp_path / "cnn",
+                  onnx_target="x86-vnni")
+    assert cnn.recipe["float_residual"] is False
+    source.close()
+
+
+def _activation_ranges(xml: Path) -> list[tuple[float, float]]:
+    """(input_low, input_high) of every FakeQuantize on an activation (not on a weight constant) of an IR."""
+    import openvino as ov
+
+    ranges = []
+    for op in ov.Core().read_model(str(xml)).get_ops():
+        if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant":
+            low, high = (op.input_value(i).get_node().get_data().ravel() for i in (1, 2))
+            ranges += list(zip(low.tolist(), high.tolist()))
+    return ranges
+
+
+def _symmetric(low: float, high: float) -> bool:
+    """NNCF's symmetric INT8 grid: [0, h] (unsigned) or [-h·128/127, h] (signed)."""
+    return low == 0.0 or abs(high / -low - 127 / 128) < 1e-4
+
+
+def test_openvino_transformer_recipe_symmetric_without_smooth_quant_unless_asked(model_file: Path,
+                                                                                  tmp_path: Path) -> None:
     pytest.importorskip("nncf")
     source = load_model(f"{model_file}:SmallAttention")
     calib = _samples((1, 8, 32), "tokens")
     default = _export("openvino-int8", source, calib, tmp_path / "default")
     assert default.recipe["model_type"] == "transformer" and default.recipe["smooth_quant"] is False
+    assert default.recipe["preset"] == "performance"
+    ranges = _activation_ranges(default.main)
+    assert ranges and all(_symmetric(*r) for r in ranges), ranges  # NNCF's TRANSFORMER default would be MIXED
+    mixed = _export("openvino-int8", source, calib, tmp_path / "mixed", openvino_preset="mixed")
+    assert mixed.recipe["activations"] == "int8 asymmetric per-tensor"
+    assert not all(_symmetric(*r) for r in _activation_ranges(mixed.main))
     asked = _export("openvino-int8", source, calib, tmp_path / "sq", openvino_smooth_quant=True)
     assert asked.recipe["smooth_quant"] is True
+    with pytest.raises(BackendError, match="^openvino_preset 'fast' must be 'performance' or 'mixed'$"):
+        _export("openvino-int8", source, calib, tmp_path / "bad", openvino_preset="fast")
     cnn = _export("openvino-int8", load_model(f"{model_file}:SmallCnn"), _samples((1, 3, 16, 16), "image"),
                   tmp_path / "cnn")
-    assert "smooth_quant" not in cnn.recipe
+    assert "smooth_quant" not in cnn.recipe and cnn.recipe["model_type"] is None
     source.close()

@@ -54,3 +54,37 @@ def cpu_flags() -> set[str]:
         if line.startswith(("flags", "Features")):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+ATTENTION_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention"}
+
+
+def has_attention(path: Path) -> bool:
+    """An attention block in an ONNX graph: a fused attention op, or Softmax beside at least two MatMuls whose
+    operands are both activations (Q·Kᵀ and attention·V). Reads the graph only, not the weights."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer}
+    constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+    ops = [node.op_type for node in graph.node]
+    activation_matmuls = sum(1 for node in graph.node if node.op_type == "MatMul"
+                             and not any(name in constants for name in node.input))
+    return bool(ATTENTION_OPS & set(ops)) or ("Softmax" in ops and activation_matmuls >= 2)
+
+
+def residual_norm_nodes(path: Path) -> list[str]:
+    """Names of the LayerNormalization nodes of an ONNX graph and of the Add nodes that feed them (the residual
+    stream of a transformer block)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    names = []
+    for node in graph.node:
+        if node.op_type == "LayerNormalization":
+            names.append(node.name)
+            feeder = producer.get(node.input[0])
+            if feeder is not None and feeder.op_type == "Add":
+                names.append(feeder.name)
+    return [name for name in names if name]

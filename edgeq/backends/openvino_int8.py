@@ -1,13 +1,15 @@
 """openvino-int8: OpenVINO IR quantized to INT8 by NNCF post-training quantization (``nncf.quantize``).
 
 Recipe: the FP32 ``ov.Model`` (same conversion as openvino-fp32) is quantized with the calibration set
-(``subset_size = len(calib)``). CNN-like graphs use ``QuantizationPreset.PERFORMANCE`` (symmetric INT8 weights
-and activations). Transformer-like graphs (an attention op, or Softmax fed by activation×activation MatMuls)
-get ``model_type=ModelType.TRANSFORMER``, with which NNCF picks the MIXED preset (asymmetric activations) and
-its transformer-specific ignored patterns; SmoothQuant is switched off unless ``options.extra
-["openvino_smooth_quant"]`` is true (BERT-mini shape in bench/peers.py: without it cosine vs FP32 is higher and
-latency lower on this AVX2 CPU, docs/recipes.md). The recipe records which was chosen and why.
-``options.extra["openvino_model_type"]`` ("cnn" | "transformer") overrides the detection.
+(``subset_size = len(calib)``) with ``QuantizationPreset.PERFORMANCE`` (symmetric INT8 weights and activations).
+Transformer-like graphs (an attention op, or Softmax fed by activation×activation MatMuls) also get
+``model_type=ModelType.TRANSFORMER`` — NNCF's transformer ignored patterns keep residual Adds and LayerNorm inputs
+float — with the PERFORMANCE preset kept (NNCF would switch to MIXED, asymmetric activations) and SmoothQuant off.
+Measured on the BERT-mini shape (bench/peers.py, docs/recipes.md): this is as fast as NNCF's default call and
+closer to FP32; MIXED activations cost 6–10 % latency on x86 and SmoothQuant cost fidelity.
+``options.extra["openvino_preset"] = "mixed"`` and ``["openvino_smooth_quant"] = True`` restore NNCF's
+transformer defaults; ``["openvino_model_type"]`` ("cnn" | "transformer") overrides the detection. The recipe
+records which was chosen and why.
 
 Calibration methods (activation range estimators; weights always use per-channel min/max):
 - ``minmax``: NNCF's default — per-tensor activation ranges from the mean over samples of each sample's
@@ -92,13 +94,12 @@ class OpenvinoInt8(Backend):
         def to_feeds(sample: dict[str, Any]) -> dict[str, Any]:
             return {name: sample[name] for name in names}
 
-        kwargs: dict[str, Any] = {"subset_size": len(calib)}
+        preset = str(options.extra.get("openvino_preset", "performance"))
+        if preset not in ("performance", "mixed"):
+            raise BackendError(f"openvino_preset {preset!r} must be 'performance' or 'mixed'")
+        kwargs: dict[str, Any] = {"subset_size": len(calib), "preset": getattr(nncf.QuantizationPreset, preset.upper())}
         if kind == "transformer":
             kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-            preset = "mixed"
-        else:
-            kwargs["preset"] = nncf.QuantizationPreset.PERFORMANCE
-            preset = "performance"
         advanced: dict[str, Any] = {}
         if estimator is not None:
             advanced["activations_range_estimator_params"] = estimator

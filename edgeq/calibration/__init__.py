@@ -88,7 +88,8 @@ def _recipe_parts(spec: str | Path) -> tuple[str | None, Preprocess | None]:
     return None, None
 
 
-def _permutation(count: int, seed: int) -> list[int]:
+def sample_order(count: int, seed: int = 0) -> list[int]:
+    """The seeded order in which edgeq takes (and feeds) the items of a calibration source of ``count`` items."""
     return [int(i) for i in np.random.default_rng(seed).permutation(count)]
 
 
@@ -112,10 +113,10 @@ def prepare_calibration(spec: str | Path, inputs: list[TensorSpec], layout: str 
     held_data = open_dataset(holdout_spec, inputs, layout, recipe_pre) if holdout_spec is not None else None
     if held_data is not None and held_data.description == dataset.description:
         held_data = None  # the same source: hold out the samples not used for calibration instead
-    order = _permutation(len(dataset), seed)
+    order = sample_order(len(dataset), seed)
     if held_data is not None:
         calib_idx = order[:samples]
-        held = Subset(held_data, _permutation(len(held_data), seed)[:holdout_samples])
+        held = Subset(held_data, sample_order(len(held_data), seed)[:holdout_samples])
     else:
         take = samples if len(order) > samples else max(1, int(0.8 * len(order)))
         calib_idx = order[:take]
@@ -130,4 +131,5 @@ def prepare_calibration(spec: str | Path, inputs: list[TensorSpec], layout: str 
     return CalibrationData(calib, held, info)
 
 
-__all__ = ["CalibrationData", "Dataset", "Preprocess", "Subset", "fit_sample", "open_dataset", "prepare_calibration"]
+__all__ = ["CalibrationData", "Dataset", "Preprocess", "Subset", "fit_sample", "open_dataset", "prepare_calibration",
+           "sample_order"]
