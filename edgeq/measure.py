@@ -25,7 +25,8 @@ def interleaved_latency(artifacts: Mapping[str, Path], threads: int, rounds: int
     after a run, and with several thread pools in one process they steal the cores of the next session. Measured on
     BERT-mini with three ONNX Runtime sessions at 2 threads (p50 ms, FP32 / S8S8 / U8S8): alone 6.7 / 7.5 / 4.8;
     interleaved with no pause 11.8 / 9.1 / 15.7 (the order of the artifacts inverted); 20 ms pause 9.6 / 9.1 / 5.8;
-    50 ms and longer 7.1 / 7.8 / 4.9.
+    50 ms and longer 7.1 / 7.8 / 4.9. One untimed run follows the pause: without it, LiteRT's INT8 BERT-mini at 2
+    threads measured 6.9 ms instead of 5.6 ms in some rounds (its threads still waking up).
     """
     from edgeq.targets.runner import open_session, random_feeds
 
@@ -40,6 +41,7 @@ def interleaved_latency(artifacts: Mapping[str, Path], threads: int, rounds: int
     for _ in range(rounds):
         for label, session in sessions.items():
             time.sleep(settle_s)
+            session.run_prepared(prepared[label])  # untimed: wakes this runtime's worker threads after the pause
             best = float("inf")
             for _ in range(runs_per_round):
                 start = time.perf_counter_ns()
