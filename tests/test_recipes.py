@@ -134,11 +134,19 @@ def _symmetric(low: float, high: float) -> bool:
 def test_openvino_transformer_recipe_symmetric_without_smooth_quant_unless_asked(model_file: Path,
                                                                                   tmp_path: Path) -> None:
     pytest.importorskip("nncf")
+    import openvino as ov
+
     source = load_model(f"{model_file}:SmallAttention")
     calib = _samples((1, 8, 32), "tokens")
     default = _export("openvino-int8", source, calib, tmp_path / "default")
     assert default.recipe["model_type"] == "transformer" and default.recipe["smooth_quant"] is False
-    assert default.recipe["preset"] == "performance"
+    assert default.recipe["preset"] == "performance" and default.recipe["graph"] == "transformer"
+    evidence = default.recipe["graph_evidence"]  # OpenVINO fuses the ONNX form's attention into one SDPA op
+    assert evidence["ScaledDotProductAttention"] >= 1 or evidence["activation_MatMul"] >= 2, evidence
+    compiled = ov.Core().compile_model(str(default.main), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    sample = _samples((1, 8, 32), "tokens", count=9)[-1]  # not a calibration sample
+    ref, got = source.reference(sample)[0].ravel(), compiled(sample)[0].ravel()
+    assert float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got))) > 0.95
     ranges = _activation_ranges(default.main)
     assert ranges and all(_symmetric(*r) for r in ranges), ranges  # NNCF's TRANSFORMER default would be MIXED
     mixed = _export("openvino-int8", source, calib, tmp_path / "mixed", openvino_preset="mixed")
