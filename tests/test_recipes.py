@@ -1,6 +1,6 @@
 """Recipe choices tuned with bench/peers.py (docs/recipes.md): onnx-qdq's measured 7/8-bit weight choice on x86
-without VNNI and its float residual stream on attention graphs; openvino-int8's transformer recipe (symmetric
-activations, no SmoothQuant)."""
+without VNNI and its attention recipe (float residual stream and mask path); openvino-int8's transformer recipe
+(symmetric activations, no SmoothQuant)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,24 @@ class SmallAttention(nn.Module):
     def forward(self, tokens):
         q, k, v = self.qkv(tokens).chunk(3, dim=-1)
         return self.norm(tokens + self.proj(torch.softmax(q @ k.transpose(-1, -2) / 32 ** 0.5, dim=-1) @ v))
+
+
+class SmallCausal(nn.Module):
+    """Causal self-attention: future positions filled with finfo.min before Softmax (as Hugging Face models do)."""
+
+    input_shape = (1, 8, 32)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.qkv = nn.Linear(32, 96)
+        self.proj = nn.Linear(32, 32)
+        self.register_buffer("future", torch.triu(torch.ones(8, 8, dtype=torch.bool), diagonal=1))
+
+    def forward(self, tokens):
+        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
+        scores = (q @ k.transpose(-1, -2) / 32 ** 0.5).masked_fill(self.future, torch.finfo(torch.float32).min)
+        return self.proj(torch.softmax(scores, dim=-1) @ v)
 '''
 
 
@@ -87,30 +105,54 @@ def test_onnx_qdq_avx2_picks_weight_bits_by_measured_fidelity(model_file: Path, 
     source.close()
 
 
-def _layer_norm_input_producer(path: Path) -> str:
-    """Op type of the node feeding the (only) LayerNormalization of a QDQ model."""
+def _producer_of_input(path: Path, op_type: str) -> str:
+    """Op type of the node feeding the (only) ``op_type`` node of a QDQ model."""
     import onnx
 
     graph = onnx.load(str(path)).graph
     producer = {out: node.op_type for node in graph.node for out in node.output}
-    norms = [node for node in graph.node if node.op_type == "LayerNormalization"]
-    assert len(norms) == 1, [node.op_type for node in graph.node]
-    return producer[norms[0].input[0]]
+    nodes = [node for node in graph.node if node.op_type == op_type]
+    assert len(nodes) == 1, [node.op_type for node in graph.node]
+    return producer[nodes[0].input[0]]
 
 
-def test_onnx_qdq_keeps_residual_add_and_layer_norm_float_on_attention_graphs(model_file: Path, tmp_path: Path) -> None:
+def test_onnx_qdq_attention_recipe_keeps_residual_stream_float(model_file: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     source = load_model(f"{model_file}:SmallAttention")
     calib = _samples((1, 8, 32), "tokens")
     default = _export("onnx-qdq", source, calib, tmp_path / "default", onnx_target="x86-vnni")
-    assert default.recipe["float_residual"] is True and "attention graph" in default.notes[1]
-    assert _layer_norm_input_producer(default.main) == "Add"  # Add → LayerNorm with no Q/DQ pair between
-    quantized = _export("onnx-qdq", source, calib, tmp_path / "all", onnx_target="x86-vnni", onnx_float_residual=False)
-    assert quantized.recipe["float_residual"] is False
-    assert _layer_norm_input_producer(quantized.main) == "DequantizeLinear"
+    assert default.recipe["attention_recipe"] is True and "attention graph" in default.notes[1]
+    # Add → LayerNorm with no Q/DQ pair between
+    assert _producer_of_input(default.main, "LayerNormalization") == "Add"
+    quantized = _export("onnx-qdq", source, calib, tmp_path / "all", onnx_target="x86-vnni",
+                        onnx_attention_recipe=False)
+    assert quantized.recipe["attention_recipe"] is False
+    assert _producer_of_input(quantized.main, "LayerNormalization") == "DequantizeLinear"
     cnn = _export("onnx-qdq", load_model(f"{model_file}:SmallCnn"), _samples((1, 3, 16, 16), "image"), tmp_path / "cnn",
                   onnx_target="x86-vnni")
-    assert cnn.recipe["float_residual"] is False
+    assert cnn.recipe["attention_recipe"] is False
+    source.close()
+
+
+def test_onnx_qdq_keeps_the_attention_mask_path_float(model_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from edgeq.backends._onnx import mask_nodes
+
+    source = load_model(f"{model_file}:SmallCausal")
+    marked = mask_nodes(source.onnx_path())
+    assert marked and any("oftmax" in name for name in marked), marked  # filler → masked scores → Softmax
+    calib, held = _samples((1, 8, 32), "tokens", count=24)[:16], _samples((1, 8, 32), "tokens", count=24)[16:]
+    errors = {}
+    for recipe in (True, False):
+        files = _export("onnx-qdq", source, calib, tmp_path / str(recipe), onnx_target="x86-vnni",
+                        onnx_attention_recipe=recipe)
+        softmax_input = _producer_of_input(files.main, "Softmax")
+        assert (softmax_input != "DequantizeLinear") is recipe, softmax_input
+        session = ort.InferenceSession(str(files.main), providers=["CPUExecutionProvider"])
+        errors[recipe] = max(float(np.abs(session.run(None, x)[0] - source.reference(x)[0]).max()) for x in held)
+    assert errors[True] < errors[False], errors  # a quantized finfo.min mask flattens the attention
     source.close()
 
 

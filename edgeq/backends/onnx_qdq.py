@@ -12,11 +12,16 @@ selection" and "When and why do I need to try U8U8"):
 - ARM64 and others: S8S8, ORT's default recommendation for QDQ, served by the ARM (S)DOT kernels.
 The target is this machine unless ``options.extra["onnx_target"]`` says "x86-vnni", "x86-avx2" or "arm64".
 
-Attention graphs keep each LayerNormalization and the residual Add feeding it in float (NNCF's transformer recipe
-does the same): ORT has no integer LayerNorm and fuses the float pair into ``SkipLayerNormalization``, and the residual
-stream's outlier channels are what per-tensor activation quantization handles worst. BERT-mini shape (bench/peers.py,
-docs/recipes.md): worst-sample 1−cosine vs FP32 0.026 instead of 0.037 (ORT's default 0.046), latency 0.78× ORT's
-default instead of 0.67×. ``options.extra["onnx_float_residual"]`` (true/false) overrides the detection.
+Attention graphs (a fused attention op, or Softmax beside activation×activation MatMuls) get the transformer recipe,
+each part measured on BERT-mini (bench/peers.py) and the real MiniLM-L6 sentence encoder (docs/recipes.md):
+- each LayerNormalization and the residual Add feeding it stay float (NNCF's transformer recipe does the same): ORT
+  has no integer LayerNorm and fuses the float pair into ``SkipLayerNormalization``; the residual stream carries the
+  outlier channels per-tensor activations handle worst;
+- the additive attention mask's path (from a ``finfo.min`` / -10000 filler constant to Softmax) stays float: one
+  int8 scale cannot hold -3.4e38 beside the scores;
+- MatMul / Gemm outputs are not re-quantized (ORT runs them as MatMulIntegerToFloat): a projection's output range is
+  set by a few outlier channels, and a u8 grid over it erases the rest.
+``options.extra["onnx_attention_recipe"]`` (true/false) overrides the detection.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ import platform
 import tempfile
 from pathlib import Path
 
-from edgeq.backends._onnx import cpu_flags, has_attention, load_full, residual_norm_nodes, save_onnx
+from edgeq.backends._onnx import (
+    cpu_flags,
+    has_attention,
+    load_full,
+    mask_nodes,
+    residual_norm_nodes,
+    save_onnx,
+)
 from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError
 
@@ -105,8 +117,8 @@ class OnnxQdq(Backend):
             return export_onnx_qdq(source, calib, out_dir, options)
         target = str(options.extra.get("onnx_target") or detect_target())
         types = quant_types(target)
-        forced = options.extra.get("onnx_float_residual")
-        types["float_residual"] = bool(forced) if forced is not None else has_attention(source.onnx_path())
+        forced = options.extra.get("onnx_attention_recipe")
+        types["attention"] = bool(forced) if forced is not None else has_attention(source.onnx_path())
         notes: list[str] = []
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".qdq-") as tmp:
             if types["reduce_range"] and "onnx_reduce_range" not in options.extra:
@@ -120,11 +132,12 @@ class OnnxQdq(Backend):
         recipe = {"format": "QDQ", "per_channel": True, "target": target, "calibration": options.calib_method,
                   "activation_type": types["activation"], "weight_type": types["weight"],
                   "reduce_range": types["reduce_range"], "nodes_to_exclude": excluded,
-                  "float_residual": types["float_residual"]}
+                  "attention_recipe": types["attention"]}
         notes.insert(0, f"{types['activation']}/{types['weight']} per-channel: {types['reason']}")
-        if types["float_residual"]:
-            why = "onnx_float_residual" if forced is not None else "attention graph"
-            notes.insert(1, f"{why}: LayerNormalization and residual Add kept in float (accuracy)")
+        if types["attention"]:
+            why = "onnx_attention_recipe" if forced is not None else "attention graph"
+            notes.insert(1, f"{why}: LayerNorm, residual Adds and attention-mask ops float, MatMul/Gemm outputs not "
+                            f"re-quantized (accuracy)")
         return ExportedFiles(main=main, recipe=recipe, notes=notes)
 
     def _pick_reduce_range(self, source, calib, out_dir: Path, work: Path, options, types, method: str,
@@ -169,11 +182,14 @@ class OnnxQdq(Backend):
         if options.calib_method == "percentile":
             extra["CalibPercentile"] = float(options.extra.get("percentile", 99.999))
         excluded = list(options.extra.get("nodes_to_exclude", []) or [])
-        if types.get("float_residual"):
-            excluded += [name for name in residual_norm_nodes(prepped) if name not in excluded]
+        names = [s.name for s in source.inputs]
+        if types.get("attention"):
+            float_nodes = residual_norm_nodes(prepped) + mask_nodes(prepped)
+            excluded += [name for name in dict.fromkeys(float_nodes) if name not in excluded]
+            extra["OpTypesToExcludeOutputQuantization"] = ["MatMul", "Gemm"]
         quantized = work / "model.onnx"
         quantize_static(
-            str(prepped), str(quantized), _Reader(calib, [s.name for s in source.inputs]),
+            str(prepped), str(quantized), _Reader(calib, names),
             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=bool(types["reduce_range"]),
             activation_type=getattr(QuantType, str(types["activation"])),
             weight_type=getattr(QuantType, str(types["weight"])),
