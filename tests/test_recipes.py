@@ -49,16 +49,11 @@ class SmallAttention(nn.Module):
         return self.norm(tokens + self.proj(torch.softmax(q @ k.transpose(-1, -2) / 32 ** 0.5, dim=-1) @ v))
 
 
-class SmallCausal(nn.Module):
+class SmallCausal(SmallAttention):
     """Causal self-attention: future positions filled with finfo.min before Softmax (as Hugging Face models do)."""
-
-    input_shape = (1, 8, 32)
 
     def __init__(self):
         super().__init__()
-        torch.manual_seed(0)
-        self.qkv = nn.Linear(32, 96)
-        self.proj = nn.Linear(32, 32)
         self.register_buffer("future", torch.triu(torch.ones(8, 8, dtype=torch.bool), diagonal=1))
 
     def forward(self, tokens):
