@@ -72,7 +72,7 @@ def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
     from onnxruntime.quantization.qdq_loss_debug import create_activation_matching
     from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX
 
-    from edgeq.backends._onnx import intermediate_activations
+    from edgeq.explain.onnx import intermediate_activations
 
     with tempfile.TemporaryDirectory() as tmp:
         matching = create_activation_matching(intermediate_activations(Path(model), feeds, Path(tmp)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 EXTERNAL_DATA_THRESHOLD = 1_500_000_000
 """Protobuf caps a single file at 2 GB; below this size an artifact is one self-contained model.onnx."""
@@ -91,26 +90,6 @@ def residual_norm_nodes(path: Path) -> list[str]:
     return [name for name in names if name]
 
 
-def intermediate_activations(model: Path, feeds: list[dict[str, Any]], tmp: Path) -> dict:
-    """Every intermediate tensor of ``model`` on ``feeds`` (ORT qdq_loss_debug), by tensor name."""
-    from onnxruntime.quantization import CalibrationDataReader
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        modify_model_output_intermediate_tensors,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(feeds)
-
-        def get_next(self) -> dict[str, Any] | None:
-            return next(self._it, None)
-
-    augmented = tmp / f"augmented-{model.parent.name}.onnx"
-    modify_model_output_intermediate_tensors(str(model), str(augmented))
-    return collect_activations(str(augmented), Reader())
-
-
 MASK_MAGNITUDE = 1e4
 """A constant this large is an additive-mask filler (``finfo.min``, -1e9, -10000), not a weight."""
 MASK_CARRIERS = {"Add", "Sub", "Mul", "Where", "Expand", "Reshape", "Unsqueeze", "Squeeze", "Cast", "Concat", "Slice",
@@ -127,8 +106,7 @@ def mask_nodes(path: Path) -> list[str]:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path), load_external_data=False)
-    graph = model.graph
+    graph = onnx.load(str(path), load_external_data=False).graph
 
     def huge(tensor) -> bool:  # tensor: onnx.TensorProto
         if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type not in (
@@ -139,9 +117,8 @@ def mask_nodes(path: Path) -> list[str]:
 
     reached = {init.name for init in graph.initializer if huge(init)}
     for node in graph.node:
-        if node.op_type == "Constant" and any(a.name == "value" and huge(a.t) for a in node.attribute):
-            reached.update(node.output)
-        if node.op_type == "ConstantOfShape" and any(a.name == "value" and huge(a.t) for a in node.attribute):
+        if node.op_type in ("Constant", "ConstantOfShape") and any(a.name == "value" and huge(a.t)
+                                                                   for a in node.attribute):
             reached.update(node.output)
     marked: list[str] = []
     for node in graph.node:  # ONNX graphs are topologically sorted

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from edgeq.backends._onnx import intermediate_activations
 from edgeq.errors import EdgeqError
 from edgeq.explain import Explanation, HeavyOp, cpu_int8_features, verdict_for
 from edgeq.types import Feeds
@@ -56,6 +55,26 @@ def heavy_ops(path: Path) -> tuple[list[HeavyOp], bool]:
                 reason = ""
             ops.append(HeavyOp(node.name, node.op_type, "fp32", reason))
     return ops, quantized
+
+
+def intermediate_activations(model: Path, feeds: list[Feeds], tmp: Path) -> dict:
+    """Every intermediate tensor of ``model`` on ``feeds`` (ORT qdq_loss_debug), by tensor name."""
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        modify_model_output_intermediate_tensors,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> Feeds | None:
+            return next(self._it, None)
+
+    augmented = tmp / f"augmented-{model.parent.name}.onnx"
+    modify_model_output_intermediate_tensors(str(model), str(augmented))
+    return collect_activations(str(augmented), Reader())
 
 
 def layer_sqnr(path: Path, reference: Path, feeds: list[Feeds]) -> dict[str, float]:
