@@ -72,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Abort:
         return 1
-    except Exception as exc:  # click usage errors
+    except Exception as exc:  # usage errors: typer >= 0.2x raises its vendored click's (typer._click), older typer click's
         import click
 
-        if isinstance(exc, click.ClickException):
+        usage_errors = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+        if isinstance(exc, usage_errors) and hasattr(exc, "show"):
             exc.show()
-            return exc.exit_code
+            return int(getattr(exc, "exit_code", 2))
         raise
     return 0
 

@@ -94,6 +94,19 @@ def test_op_without_tflite_lowering_refused_naming_it(tiny_calib: Path, tmp_path
     assert art.status == "failed" and art.error == "tflite-fp32: litert-torch has no TFLite lowering for aten._linalg_det.default"
 
 
+def test_value_read_at_run_time_refused_naming_the_op(tiny_calib: Path, tmp_path: Path) -> None:
+    """``.item()`` in the graph: litert-torch's JAX lowering cannot trace it (seen on MiniLM-L6's ONNX export)."""
+    (tmp_path / "scalar.py").write_text(
+        "import torch\n\n\nclass ReadsScalar(torch.nn.Module):\n    input_shape = (1, 3, 16, 16)\n\n"
+        "    def forward(self, x):\n        return x * x.amax().item()\n")
+    main(["export", f"{tmp_path / 'scalar.py'}:ReadsScalar", "--calib", str(tiny_calib), "--calib-samples", "4",
+          "-b", "tflite-fp32", "--out", str(tmp_path / "out")])
+    art = Manifest.read(tmp_path / "out" / "readsscalar" / "manifest.json").artifact("tflite-fp32")
+    assert art.status == "failed"
+    assert art.error.startswith("tflite-fp32: litert-torch cannot lower aten._local_scalar_dense.default: it needs a "
+                                "value only known at run time"), art.error
+
+
 def test_other_calibration_methods_refused(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
     base = ["export", f"{tiny_model_file}:TinyCNN", "--calib", str(tiny_calib), "--calib-samples", "8", "-b", "tflite-int8"]
     assert main([*base, "--calib-method", "entropy", "--out", str(tmp_path / "b")]) == 1

@@ -90,6 +90,18 @@ def test_unknown_backend(capsys, tiny_model_file: Path, tiny_calib: Path, tmp_pa
                    "--out", str(tmp_path)], "unknown backend 'onnx-int3'")
 
 
+def test_usage_errors_are_click_messages_not_tracebacks(capsys, tiny_model_file: Path, tmp_path: Path) -> None:
+    """A missing required option or an unknown flag: click's usage message and exit code 2 (typer ≥ 0.2x raises its
+    vendored click's exceptions, which once escaped as a traceback)."""
+    for args, expect in ((["export", f"{tiny_model_file}:TinyCNN", "-b", "onnx-fp32", "--out", str(tmp_path)],
+                          "Missing option '--calib'"),
+                         (["export", "--bogus"], "No such option: --bogus")):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert expect in err and "Traceback" not in err, err
+
+
 def test_output_dir_not_writable(capsys, tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

@@ -52,14 +52,22 @@ def torch_module_or_refuse(source, backend: str):  # -> (torch.nn.Module, tuple 
 
 @contextlib.contextmanager
 def lowering_errors(backend: str) -> Iterator[None]:
-    """Turn litert-torch's "Lowering not found: aten.X" into a one-line refusal that names the op."""
+    """Turn litert-torch's lowering failures into one-line refusals that name the op: "Lowering not found: aten.X",
+    and a JAX-lowered op that needs a value known at conversion time (``aten._local_scalar_dense``, a tensor read as
+    a Python number — seen on MiniLM-L6's ONNX export through onnx2fx)."""
     try:
         yield
-    except RuntimeError as exc:
-        match = re.search(r"Lowering not found: (\S+)", str(exc))
-        if match is None:
-            raise
-        raise UnsupportedConversion(f"{backend}: litert-torch has no TFLite lowering for {match.group(1)}") from None
+    except Exception as exc:
+        text = str(exc)
+        missing = re.search(r"Lowering not found: (\S+)", text)
+        if missing is not None:
+            raise UnsupportedConversion(f"{backend}: litert-torch has no TFLite lowering for {missing.group(1)}") from None
+        traced = re.search(r"While executing .*?target=torch\.ops\.([\w.]+)", text)
+        if traced is not None and type(exc).__name__ == "ConcretizationTypeError":
+            raise UnsupportedConversion(
+                f"{backend}: litert-torch cannot lower {traced.group(1)}: it needs a value only known at run time "
+                f"(a tensor read as a number)") from None
+        raise
 
 
 def convert_fp32(source, out: Path, backend: str) -> Path:
