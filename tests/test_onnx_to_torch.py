@@ -183,3 +183,23 @@ def test_if_on_input_value_is_refused_in_one_line() -> None:
     with pytest.raises(UnsupportedConversion, match="If control flow depends on input values") as info:
         onnx_to_torch(model, (torch.ones(1, 4),), "cond")
     assert "\n" not in str(info.value)
+
+
+def test_gather_nd_is_one_lookup_without_run_time_scalars(tmp_path: Path) -> None:
+    """GatherND on input-dependent indices (how MiniLM-L6's export builds its attention mask): same values as ONNX
+    Runtime, negative indices included, and no ``aten.item`` left for litert-torch to choke on."""
+    node = helper.make_node("GatherND", ["data", "indices"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 3, 4]),
+                                            helper.make_tensor_value_info("indices", TensorProto.INT64, [5, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 4])])
+    source = OnnxSource(_save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                              tmp_path / "gather_nd.onnx"), {})
+    feeds = {"data": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+             "indices": np.array([[0, 0], [1, 2], [-1, -3], [0, 2], [1, -1]], dtype=np.int64)}
+    expected = source.reference(feeds)[0]
+    module = source.torch_module()
+    with torch.no_grad():
+        got = module(*source.example_inputs(feeds))
+    assert np.array_equal(got.numpy(), expected)
+    exported = torch.export.export(module, source.example_inputs(feeds))
+    assert not [n for n in exported.graph.nodes if "item" in str(n.target) or "local_scalar" in str(n.target)]

@@ -29,6 +29,39 @@ _NONDETERMINISTIC_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "R
                          "Bernoulli", "Dropout"}
 
 
+def gather_nd(data: Any, indices: Any, batch_dims: int = 0) -> Any:
+    """ONNX GatherND (``batch_dims`` 0) as one flat index lookup. onnx2fx's own handler reads every index tuple as
+    Python numbers (``data[tuple(idx)]`` per row: one ``aten.item`` per coordinate), which litert-torch cannot
+    lower — MiniLM-L6's ONNX export builds its attention mask this way (docs/onnx-to-tflite.md)."""
+    import torch
+
+    if batch_dims:
+        raise NotImplementedError("GatherND with batch_dims > 0")
+    depth = indices.shape[-1]
+    index = indices.long().reshape(-1, depth)
+    sizes = torch.tensor(list(data.shape[:depth]), dtype=torch.long)
+    index = torch.where(index < 0, index + sizes, index)  # ONNX allows negative indices
+    strides = [1] * depth
+    for axis in range(depth - 2, -1, -1):
+        strides[axis] = strides[axis + 1] * int(data.shape[axis + 1])
+    flat = (index * torch.tensor(strides, dtype=torch.long)).sum(-1)
+    rows = data.reshape((-1, *data.shape[depth:]))
+    return torch.index_select(rows, 0, flat).reshape((*indices.shape[:-1], *data.shape[depth:]))
+
+
+def _gather_nd_handler(builder: Any, node: Any) -> Any:  # onnx2fx handler: (GraphBuilder, NodeProto) -> fx.Node
+    batch_dims = next((attr.i for attr in node.attribute if attr.name == "batch_dims"), 0)
+    return builder.call_function(gather_nd, args=(builder.get_value(node.input[0]), builder.get_value(node.input[1]),
+                                                  batch_dims))
+
+
+def _register_handlers() -> None:
+    """edgeq's replacements for onnx2fx handlers that litert-torch cannot lower (re-registering replaces them)."""
+    from onnx2fx import register_op
+
+    register_op("GatherND", _gather_nd_handler)
+
+
 def unsupported_op_types(model: Any) -> list[str]:
     """Op types (``domain::Op`` outside the default domain) in the top-level graph that onnx2fx cannot convert."""
     from onnx2fx import analyze_model
@@ -51,6 +84,7 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
         raise UnsupportedConversion(
             f"ONNX model {name} cannot be converted to PyTorch for TFLite: unsupported op type(s) {', '.join(missing)}"
         )
+    _register_handlers()
     try:
         module = onnx2fx.convert(model)
     except onnx2fx.UnsupportedOpError as exc:  # ops inside If/Loop bodies are only seen here
