@@ -121,13 +121,18 @@ class OnnxQdq(Backend):
         types["attention"] = bool(forced) if forced is not None else has_attention(source.onnx_path())
         notes: list[str] = []
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".qdq-") as tmp:
+            work = Path(tmp)
+            prepped = self._preprocess(source, work, notes)  # once: both weight-bit trials quantize this graph
+            float_nodes = residual_norm_nodes(prepped) + mask_nodes(prepped) if types["attention"] else []
             if types["reduce_range"] and "onnx_reduce_range" not in options.extra:
-                main, types = self._pick_reduce_range(source, calib, out_dir, Path(tmp), options, types, method, notes)
+                main, types = self._pick_reduce_range(source, calib, prepped, out_dir, work, options, types, method,
+                                                      float_nodes)
             else:
                 if "onnx_reduce_range" in options.extra:
                     types = {**types, "reduce_range": bool(options.extra["onnx_reduce_range"]),
                              "reason": "reduce_range set by onnx_reduce_range"}
-                main = self._quantize(source, calib, out_dir, Path(tmp), options, types, method, notes)
+                main = self._quantize(source, calib, prepped, out_dir / "model.onnx", work, options, types, method,
+                                      float_nodes)
         excluded = list(options.extra.get("nodes_to_exclude", []) or [])
         recipe = {"format": "QDQ", "per_channel": True, "target": target, "calibration": options.calib_method,
                   "activation_type": types["activation"], "weight_type": types["weight"],
@@ -140,8 +145,8 @@ class OnnxQdq(Backend):
                             f"re-quantized (accuracy)")
         return ExportedFiles(main=main, recipe=recipe, notes=notes)
 
-    def _pick_reduce_range(self, source, calib, out_dir: Path, work: Path, options, types, method: str,
-                           notes: list[str]) -> tuple[Path, dict[str, object]]:
+    def _pick_reduce_range(self, source, calib, prepped: Path, out_dir: Path, work: Path, options, types, method: str,
+                           float_nodes: list[str]) -> tuple[Path, dict[str, object]]:
         """x86 without VNNI: quantize with 7-bit and with 8-bit weights, keep the one closer to FP32 on calibration
         samples (never the held-out ones): higher worst-sample cosine, then higher mean.
 
@@ -149,26 +154,24 @@ class OnnxQdq(Backend):
         the weight resolution; which costs more depends on the model (``bench/peers.py``, docs/recipes.md:
         MobileNetV2 loses more to saturation, ResNet-18 and BERT-mini to 7 bits). Same kernels, same speed.
         """
+        trials = {reduce: work / ("weights7.onnx" if reduce else "weights8.onnx") for reduce in (True, False)}
         scores: dict[bool, tuple[float, float]] = {}
-        for reduce in (True, False):
-            trial = work / ("weights7" if reduce else "weights8")
-            trial.mkdir()
-            self._quantize(source, calib, trial, trial, options, {**types, "reduce_range": reduce}, method,
-                           notes if reduce else [])
-            scores[reduce] = calibration_cosine(source.onnx_path(), trial / "model.onnx", calib,
-                                                [s.name for s in source.inputs])
+        for reduce, trial in trials.items():
+            self._quantize(source, calib, prepped, trial, work, options, {**types, "reduce_range": reduce}, method,
+                           float_nodes)
+            scores[reduce] = calibration_cosine(source.onnx_path(), trial, calib, [s.name for s in source.inputs])
         reduce = scores[True] >= scores[False]  # worst sample first, then the mean
         chosen = {**types, "reduce_range": reduce,
                   "reason": f"x86 without VNNI: {'7' if reduce else '8'}-bit weights measured closer to FP32 on "
                             f"calibration samples (cosine min/mean {scores[True][0]:.5f}/{scores[True][1]:.5f} with "
                             f"7-bit, {scores[False][0]:.5f}/{scores[False][1]:.5f} with 8-bit; 8-bit may saturate "
                             f"VPMADDUBSW)"}
-        main = save_onnx(load_full(work / ("weights7" if reduce else "weights8") / "model.onnx"), out_dir / "model.onnx")
+        main = save_onnx(load_full(trials[reduce]), out_dir / "model.onnx")
         return main, chosen
 
     @staticmethod
-    def _quantize(source, calib, out_dir: Path, work: Path, options, types, method: str, notes: list[str]) -> Path:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    def _preprocess(source, work: Path, notes: list[str]) -> Path:
+        """ORT's ``quant_pre_process`` (symbolic shape inference, graph optimizations such as Conv+BN folding)."""
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         prepped = work / "preprocessed.onnx"
@@ -178,22 +181,28 @@ class OnnxQdq(Backend):
         except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs; retry without it
             notes.append(f"symbolic shape inference skipped ({type(exc).__name__})")
             quant_pre_process(fp32, str(prepped), skip_symbolic_shape=True)
+        return prepped
+
+    @staticmethod
+    def _quantize(source, calib, prepped: Path, out: Path, work: Path, options, types, method: str,
+                  float_nodes: list[str]) -> Path:
+        """``quantize_static`` of the pre-processed graph to ``out``; ``float_nodes`` stay float (attention recipe)."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
         extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
         if options.calib_method == "percentile":
             extra["CalibPercentile"] = float(options.extra.get("percentile", 99.999))
         excluded = list(options.extra.get("nodes_to_exclude", []) or [])
-        names = [s.name for s in source.inputs]
+        excluded += [name for name in dict.fromkeys(float_nodes) if name not in excluded]
         if types.get("attention"):
-            float_nodes = residual_norm_nodes(prepped) + mask_nodes(prepped)
-            excluded += [name for name in dict.fromkeys(float_nodes) if name not in excluded]
             extra["OpTypesToExcludeOutputQuantization"] = ["MatMul", "Gemm"]
-        quantized = work / "model.onnx"
+        quantized = work / "quantized.onnx"
         quantize_static(
-            str(prepped), str(quantized), _Reader(calib, names),
+            str(prepped), str(quantized), _Reader(calib, [s.name for s in source.inputs]),
             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=bool(types["reduce_range"]),
             activation_type=getattr(QuantType, str(types["activation"])),
             weight_type=getattr(QuantType, str(types["weight"])),
             calibrate_method=getattr(CalibrationMethod, method), nodes_to_exclude=excluded or None,
             extra_options=extra,
         )
-        return save_onnx(load_full(quantized), out_dir / "model.onnx")
+        return save_onnx(load_full(quantized), out)
