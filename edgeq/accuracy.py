@@ -113,26 +113,11 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: b
     (or ``node:<name>`` for ops of the top-level module).
     """
     import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgeq.backends._tflite import (
-        export_for_quantization,
-        keep_narrow_convs_float,
-        ptq_quantizer,
-        quiet,
-        torch_module_or_refuse,
-    )
+    from edgeq.backends._tflite import calibrated_graph, quiet
 
-    module, args = torch_module_or_refuse(source, "tflite-int8")
-    with quiet(), torch.no_grad():
-        exported = export_for_quantization(module, args)  # the same graph (and node names) as convert_int8
-        quantizer, _ = ptq_quantizer(exported)
-        if narrow_convs_float:
-            keep_narrow_convs_float(exported)
-        graph = prepare_pt2e(exported, quantizer)
-        for sample in calib:
-            graph(*source.example_inputs(sample))
-        graph = convert_pt2e(graph, fold_quantize=False)
+    with quiet(), torch.no_grad():  # the same graph (and node names) as convert_int8
+        graph = calibrated_graph(source, calib, "tflite-int8", narrow_convs_float=narrow_convs_float, float_io=True)[0]
         pairs = []  # (quantize node input, dequantize node) per activation
         for node in graph.graph.nodes:
             if node.op == "call_function" and "quantize_per_tensor" in str(node.target) \

@@ -257,6 +257,27 @@ def int8_interface(qdq_tflite: Path, out: Path) -> Path:
     return out
 
 
+def calibrated_graph(source, calib, backend: str, exclude_modules: list[str] | None = None,
+                     narrow_convs_float: bool = False, float_io: bool = False):  # -> (GraphModule, quantizer, ...)
+    """The PT2E part of ``convert_int8``: strict export, quantizer choice (``ptq_quantizer``), optional float narrow
+    convolutions, calibration on ``calib`` and ``convert_pt2e``. Returns ``(converted graph, quantizer, per_channel,
+    float_reads_input, sample args)``; ``float_reads_input``: a float-kept convolution reads a model input. Run it
+    inside ``quiet()`` and ``torch.no_grad()``."""
+    from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    module, args = torch_module_or_refuse(source, backend)
+    exported = export_for_quantization(module, args)
+    quantizer, per_channel = ptq_quantizer(exported, exclude_modules)
+    kept = keep_narrow_convs_float(exported, None if float_io else get_input_act_qspec(quantizer.global_config)) \
+        if narrow_convs_float else []
+    float_reads_input = any(node.name in kept and node.args[0].op == "placeholder" for node in exported.graph.nodes)
+    graph = prepare_pt2e(exported, quantizer)
+    for feeds in calib:
+        graph(*source.example_inputs(feeds))
+    return convert_pt2e(graph, fold_quantize=False), quantizer, per_channel, float_reads_input, args
+
+
 def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[str] | None = None,
                  narrow_convs_float: bool = False, float_io: bool = False) -> tuple[Path, bool]:
     """Full-integer PT2E quantization (symmetric weights, see ``ptq_quantizer``), calibrated on ``calib``; returns
@@ -266,20 +287,10 @@ def convert_int8(source, calib, out: Path, backend: str, exclude_modules: list[s
     ``narrow_convs_float``: heavy convolutions over fewer than 8 input channels stay float (``NARROW_CONV_CHANNELS``).
     ``float_io``: float32 model inputs and outputs (otherwise int8)."""
     import torch
-    from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    module, args = torch_module_or_refuse(source, backend)
     with quiet(), torch.no_grad(), lowering_errors(backend):
-        exported = export_for_quantization(module, args)
-        quantizer, per_channel = ptq_quantizer(exported, exclude_modules)
-        kept = keep_narrow_convs_float(exported, None if float_io else get_input_act_qspec(quantizer.global_config)) \
-            if narrow_convs_float else []
-        float_reads_input = any(node.name in kept and node.args[0].op == "placeholder" for node in exported.graph.nodes)
-        graph = prepare_pt2e(exported, quantizer)
-        for feeds in calib:
-            graph(*source.example_inputs(feeds))
-        graph = convert_pt2e(graph, fold_quantize=False)
+        graph, quantizer, per_channel, float_reads_input, args = calibrated_graph(
+            source, calib, backend, exclude_modules, narrow_convs_float, float_io)
         if float_io or not float_reads_input:
             write_quantized(graph, args, quantizer, out, float_io=float_io)
         else:  # the default lowering would quantize a float conv between a dequantized input and a quantized output
