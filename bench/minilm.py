@@ -29,6 +29,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from peers import peer_nncf, peer_ort  # noqa: E402 - bench/peers.py: the same default calls
+
 import edgeq  # noqa: E402
 from edgeq.errors import failure_reason  # noqa: E402
 from edgeq.measure import interleaved_latency  # noqa: E402
@@ -86,28 +88,6 @@ def build(model_dir: Path, work: Path) -> tuple[Path, dict[str, np.ndarray], dic
 
 def samples(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     return [{k: v[i:i + 1] for k, v in batch.items()} for i in range(len(next(iter(batch.values()))))]
-
-
-def peer_ort(fp32: Path, out: Path, calib: list[dict[str, np.ndarray]]) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calib)
-
-        def get_next(self):  # noqa: ANN201
-            return next(self.it, None)
-
-    quantize_static(str(fp32), str(out / "model.onnx"), Reader())
-    return out / "model.onnx"
-
-
-def peer_nncf(fp32: Path, out: Path, calib: list[dict[str, np.ndarray]]) -> Path:
-    import nncf
-    import openvino as ov
-
-    ov.save_model(nncf.quantize(ov.convert_model(str(fp32)), nncf.Dataset(calib)), str(out / "model.xml"))
-    return out / "model.xml"
 
 
 def token_cosines(path: Path, hold: list[dict[str, np.ndarray]], ref: list[np.ndarray]) -> tuple[float, float]:

@@ -104,15 +104,13 @@ def quality(ref: list[np.ndarray], got: list[np.ndarray], labels: np.ndarray | N
     return result
 
 
-def peer_ort(fp32: Path, out: Path, calib: np.ndarray, model: Any) -> Path:
-    import onnxruntime as ort
+def peer_ort(fp32: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> Path:
+    """ONNX Runtime's default call: ``quantize_static(fp32, out, reader)``."""
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
-
-    name = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter([{name: x} for x in calib])
+            self.it = iter(feeds)
 
         def get_next(self):  # noqa: ANN201
             return next(self.it, None)
@@ -122,11 +120,12 @@ def peer_ort(fp32: Path, out: Path, calib: np.ndarray, model: Any) -> Path:
     return path
 
 
-def peer_nncf(fp32: Path, out: Path, calib: np.ndarray, model: Any) -> Path:
+def peer_nncf(fp32: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> Path:
+    """NNCF's default call: ``nncf.quantize(ov.convert_model(fp32), nncf.Dataset(samples))``."""
     import nncf
     import openvino as ov
 
-    quantized = nncf.quantize(ov.convert_model(str(fp32)), nncf.Dataset(list(calib)))
+    quantized = nncf.quantize(ov.convert_model(str(fp32)), nncf.Dataset(feeds))
     path = out / "model.xml"
     ov.save_model(quantized, str(path))
     return path
@@ -152,7 +151,14 @@ def peer_litert(fp32: Path, out: Path, calib: np.ndarray, model: Any) -> Path:
     return path
 
 
-PEERS = {"onnx-qdq": peer_ort, "openvino-int8": peer_nncf, "tflite-int8": peer_litert}
+def onnx_input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
+PEERS = {"onnx-qdq": peer_ort, "openvino-int8": peer_nncf}
+"""The ONNX-based peers (the LiteRT peer starts from the PyTorch module: ``litert_peer_job``)."""
 
 
 def litert_peer_job(spec: str, weights: str | None, calib_file: Path, out: Path) -> tuple[Path, float]:
@@ -229,6 +235,7 @@ def bench_model(name: str, tmp: Path, rounds: int, backends: list[str], console:
     with torch.no_grad():
         ref = [model(torch.from_numpy(x)).numpy().astype(np.float64).ravel() for x in hold]
     wanted = [b for b in BACKENDS if b in backends]
+    onnx_peer_needs = ["onnx-fp32"] if set(wanted) & set(PEERS) else []  # the ONNX/OpenVINO peers start from it
     litert_dir = tmp / f"{name}_tflite-int8_peer"
     litert_dir.mkdir()
     # The LiteRT peer needs only the PyTorch module: it is built in a second process while edgeq exports (each
@@ -236,7 +243,7 @@ def bench_model(name: str, tmp: Path, rounds: int, backends: list[str], console:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         litert_job = pool.submit(litert_peer_job, spec, weights, files["peer_calib"], litert_dir) \
             if "tflite-int8" in wanted else None
-        manifest = edgeq.export(spec, str(files["calib"]), backends=[*(BACKENDS[b] for b in wanted), *wanted],
+        manifest = edgeq.export(spec, str(files["calib"]), backends=list(dict.fromkeys([*onnx_peer_needs, *(BACKENDS[b] for b in wanted), *wanted])),
                                 out=tmp / "out", weights=weights, calib_samples=len(calib),
                                 holdout=str(files["hold"]), holdout_samples=4)
         litert_result = litert_job.exception() or litert_job.result() if litert_job else None
@@ -253,14 +260,17 @@ def bench_model(name: str, tmp: Path, rounds: int, backends: list[str], console:
         ours, fp32 = model_dir / art.path, model_dir / fp32_art.path
         peer_dir = tmp / f"{name}_{backend}_peer"
         peer_dir.mkdir(exist_ok=True)
-        start = time.perf_counter()
         try:
             if backend == "tflite-int8":
                 if isinstance(litert_result, BaseException):
                     raise litert_result
                 peer, peer_s = litert_result
             else:
-                peer = PEERS[backend](model_dir / manifest.artifact("onnx-fp32").path, peer_dir, calib, model)
+                fp32_onnx = model_dir / manifest.artifact("onnx-fp32").path
+                input_name = onnx_input_name(fp32_onnx)
+                feeds = [{input_name: x} for x in calib]
+                start = time.perf_counter()
+                peer = PEERS[backend](fp32_onnx, peer_dir, feeds)
                 peer_s = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - a failing peer is reported, the others go on
             row["error"] = f"peer: {type(exc).__name__}: {str(exc)[:200]}"
