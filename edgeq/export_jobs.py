@@ -82,7 +82,7 @@ def _export_in_worker(job: _Job) -> Artifact:
 
     request = job.request
     with native_output_to(job.model_dir / LOG_DIR / f"{job.backend}.log"):  # import-time chatter too
-        source = load_model(request.model, request.weights, request.input_shapes)
+        source = load_model(request.model, request.weights, request.input_shapes, request.trust_model)
         try:
             data = prepare_calibration(request.calib, source.inputs, source.layout, samples=request.calib_samples,
                                        seed=request.seed, holdout=request.holdout,

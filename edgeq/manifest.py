@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeq.errors import EdgeqError
 
@@ -22,6 +23,23 @@ MANIFEST_NAME = "manifest.json"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+def check_relative_path(text: str) -> str:
+    """A path a manifest may hold: relative, inside its folder (no '..', no drive, no NUL byte)."""
+    clean = text.replace("\\", "/")
+    parts = clean.split("/")
+    if not text or "\0" in text or clean.startswith("/") or re.match(r"^[A-Za-z]:", clean) or ".." in parts:
+        raise ValueError(f"unsafe path {text[:80]!r}: must be relative, inside the artifacts folder")
+    return text
+
+
+def resolve_inside(base: Path, relative: str | Path, what: str) -> Path:
+    """``base / relative`` with symlinks resolved; an EdgeqError when it leaves ``base``."""
+    resolved = (Path(base) / relative).resolve()
+    if not resolved.is_relative_to(Path(base).resolve()):
+        raise EdgeqError(f"{what}: {str(relative)[:80]!r} resolves outside {base} (to {resolved})")
+    return resolved
 
 
 class Quantization(_Model):
@@ -115,6 +133,8 @@ class FileEntry(_Model):
     size_bytes: int
     sha256: str
 
+    _relative = field_validator("path")(check_relative_path)
+
 
 class Artifact(_Model):
     backend: str
@@ -135,6 +155,20 @@ class Artifact(_Model):
     verification: Verification | None = None
     evaluation: Evaluation | None = None
     accuracy_control: AccuracyControl | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        return None if value is None else check_relative_path(value)
+
+    def check_inside(self, manifest_dir: Path) -> None:
+        """Every file of this artifact, symlinks followed, stays inside ``manifest_dir`` (EdgeqError otherwise)."""
+        if not self.path:
+            return
+        what = f"{manifest_dir / MANIFEST_NAME}: artifact {self.backend}"
+        resolve_inside(manifest_dir, self.path, what)
+        for entry in self.files:
+            resolve_inside(manifest_dir, Path(self.path).parent / entry.path, what)
 
 
 class Manifest(_Model):
@@ -189,9 +223,12 @@ def find_manifests(root: Path) -> list[tuple[Path, Manifest]]:
         if any(part.startswith(".") for part in path.relative_to(root if root.is_dir() else root.parent).parts[:-1]):
             continue  # half-built export directories
         try:
-            found.append((path.parent, Manifest.read(path)))
+            manifest = Manifest.read(path)
         except Exception as exc:  # noqa: BLE001 - one line for a corrupt manifest
             raise EdgeqError(f"cannot read {path}: {' '.join(str(exc).split())[:200]}") from None
+        for artifact in manifest.artifacts:
+            artifact.check_inside(path.parent)
+        found.append((path.parent, manifest))
     if not found:
         raise EdgeqError(f"no {MANIFEST_NAME} under {root} (run `edgeq export` first)")
     return found

@@ -69,6 +69,8 @@ class ExportRequest:
     drop_type: str = "absolute"
     jobs: int | str = "auto"
     """Backends exported at once, each on its own cores ("auto": one per two cores; see edgeq/export_jobs.py)."""
+    trust_model: bool = False
+    """``--trust-model``: code inside the model file may run (edgeq/models/safety.py)."""
 
 
 def tool_versions() -> dict[str, str]:
@@ -299,7 +301,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
     out = Path(request.out)
     check_writable(out)
     step("loading model")
-    source = load_model(request.model, request.weights, request.input_shapes)
+    source = load_model(request.model, request.weights, request.input_shapes, request.trust_model)
     try:
         if options.qat is not None:  # --qat: PyTorch sources only, training data checked now, epochs on a bar
             from edgeq.qat import prepare

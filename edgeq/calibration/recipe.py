@@ -43,9 +43,11 @@ class Recipe(BaseModel):
 def load_recipe(path: Path) -> Recipe:
     """Read and validate a recipe file; every problem is one ``CalibrationError`` line."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
         return Recipe.model_validate(data)
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise CalibrationError(f"cannot read recipe {path}: not UTF-8 text (offset {exc.start})") from None
+    except OSError as exc:
         raise CalibrationError(f"cannot read recipe {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:
         raise CalibrationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None

@@ -41,6 +41,9 @@ def export(
                                      "sklearn-digits:train"),
     epochs: int = typer.Option(1, "--epochs", min=1, help="QAT epochs"),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="QAT learning rate (Adam)"),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Allow code inside the model file to run: pickled "
+                                     "objects in a .pt2, Keras Lambda layers, SavedModel ops with side effects "
+                                     "(README: Security)"),
 ) -> None:
     """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
     from edgeq.pipeline import ExportRequest, run_export
@@ -58,7 +61,7 @@ def export(
         model=model, calib=calib, backends=backend, out=out, weights=weights, input_shapes=input_shape,
         calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
         eval_spec=eval_spec, eval_samples=eval_samples, metric=metric, max_drop=max_drop, drop_type=drop_type,
-        jobs=_parse_jobs(jobs),
+        jobs=_parse_jobs(jobs), trust_model=trust_model,
         options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io,  # type: ignore[arg-type]
                               tflite_narrow_convs=tflite_narrow_convs, qat=qat_settings),  # type: ignore[arg-type]
     )

@@ -114,12 +114,21 @@ def load_devices(path: str | Path) -> DevicesFile:
     """Read and validate devices.yaml; every problem is one ``ConfigError`` line with file:line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"devices file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_devices(text, str(path))
+    return parse_devices(decode_utf8(data, path), str(path))
+
+
+def decode_utf8(data: bytes, path: Path | str) -> str:
+    """A config file's text; a ConfigError naming the line and byte when it is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
 
 
 def parse_devices(text: str, filename: str = "devices.yaml") -> DevicesFile:

@@ -9,8 +9,12 @@ from edgeq.models.base import ModelSource
 from edgeq.models.shapes import parse_input_shapes
 
 
-def load_model(spec: str | Path, weights: str | Path | None = None, input_shapes: list[str] | None = None) -> ModelSource:
-    """``model.onnx`` | ``file.py:Class`` (+ weights) | ``program.pt2`` | ``model.keras`` | SavedModel dir."""
+def load_model(spec: str | Path, weights: str | Path | None = None, input_shapes: list[str] | None = None,
+               trust_model: bool = False) -> ModelSource:
+    """``model.onnx`` | ``file.py:Class`` (+ weights) | ``program.pt2`` | ``model.keras`` | SavedModel dir.
+
+    Without ``trust_model`` nothing in a model file that can carry code is run (edgeq/models/safety.py); a
+    ``file.py:Class`` is the user's own source and always runs."""
     shapes = parse_input_shapes(input_shapes)
     text = str(spec)
     weights_path = Path(weights) if weights else None
@@ -27,13 +31,13 @@ def load_model(spec: str | Path, weights: str | Path | None = None, input_shapes
     if suffix == ".pt2":
         from edgeq.models.torch_model import TorchSource
 
-        return TorchSource.from_exported_program(path)
+        return TorchSource.from_exported_program(path, trust_model)
     if suffix in (".keras", ".h5") or (path.is_dir() and (path / "saved_model.pb").exists()):
         try:
             from edgeq.models.keras_model import KerasSource
         except ImportError:
             raise ModelError("TensorFlow/Keras input support is not installed: pip install 'edgeq[tf]'") from None
-        return KerasSource.load(path, shapes)
+        return KerasSource.load(path, shapes, trust_model)
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
     raise ModelError(

@@ -96,21 +96,53 @@ def _layout(inputs: list[TensorSpec], channels_first: bool) -> Layout:
     return "NCHW" if channels_first else "NHWC"
 
 
-def _load_keras(path: Path) -> Any:
-    import keras
+def import_tf_quietly() -> None:
+    """Import TensorFlow and Keras with their start-up lines (oneDNN, CPU features, absl) kept off the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with contextlib.redirect_stderr(io.StringIO()), quiet_tf(), _native_stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
 
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 → /dev/null (C++ log lines written before absl is set up ignore the log level)."""
+    saved = os.dup(2)
+    sink = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(sink, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(sink)
+
+
+def _load_keras(path: Path, trust_model: bool = False) -> Any:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
         raise ModelError(f"{path} is not a readable .keras model (not a zip archive)")
+    import_tf_quietly()
+    import keras
+
     try:
         with quiet_tf():
-            return keras.saving.load_model(str(path), compile=False)
+            return keras.saving.load_model(str(path), compile=False, safe_mode=not trust_model)
     except Exception as exc:  # noqa: BLE001 - corrupt archives raise many types
+        if "safe_mode" in str(exc):
+            from edgeq.models.safety import TRUST_HINT
+
+            raise ModelError(f"{path} has a Lambda layer (Python bytecode) that Keras' safe mode refuses to load; "
+                             f"{TRUST_HINT}") from None
         raise ModelError(f"{path} is not a readable Keras model ({type(exc).__name__}: {first_line(exc, 160)})") from None
 
 
-def _load_saved_model(path: Path) -> Any:
+def _load_saved_model(path: Path, trust_model: bool = False) -> Any:
+    from edgeq.models.safety import check_saved_model
+
+    import_tf_quietly()
+    check_saved_model(path, trust_model)
     import tensorflow as tf
 
     try:
@@ -144,13 +176,13 @@ class KerasSource(ModelSource):
         self._saved_dir: Path | None = None
 
     @classmethod
-    def load(cls, path: Path, input_shapes: dict[str, tuple[int, ...]]) -> KerasSource:
+    def load(cls, path: Path, input_shapes: dict[str, tuple[int, ...]], trust_model: bool = False) -> KerasSource:
         """Load a ``.keras`` / ``.h5`` file or a SavedModel directory; one-line ModelError when unreadable."""
         if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
             raise ModelError("TensorFlow/Keras input support is not installed: pip install 'edgeq[tf]'")
         if path.is_dir():
-            return cls._from_saved_model(path, input_shapes)
-        model = _load_keras(path)
+            return cls._from_saved_model(path, input_shapes, trust_model)
+        model = _load_keras(path, trust_model)
         keras_inputs = list(getattr(model, "inputs", None) or [])
         if not keras_inputs:
             raise ModelError(f"{path.name}: the Keras model has no defined inputs (a subclassed model that was never "
@@ -167,8 +199,9 @@ class KerasSource(ModelSource):
         return cls(path, path.stem, inputs, outputs, _layout(inputs, _channels_first(model)), keras_model=model)
 
     @classmethod
-    def _from_saved_model(cls, path: Path, input_shapes: dict[str, tuple[int, ...]]) -> KerasSource:
-        loaded, signature = _load_saved_model(path)
+    def _from_saved_model(cls, path: Path, input_shapes: dict[str, tuple[int, ...]],
+                          trust_model: bool = False) -> KerasSource:
+        loaded, signature = _load_saved_model(path, trust_model)
         _args, kwargs = signature.structured_input_signature
         if not kwargs:
             raise ModelError(f"SavedModel {path}: the serving signature has no named inputs")

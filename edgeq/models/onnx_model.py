@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.errors import ModelError
+from edgeq.errors import ModelError, first_line
 from edgeq.models.base import ModelSource
 from edgeq.models.shapes import guess_layout, shape_for
 from edgeq.types import Feeds, TensorSpec
@@ -27,8 +27,10 @@ def load_onnx_checked(path: Path):  # -> onnx.ModelProto
         raise ModelError(f"model file not found: {path}")
     try:
         model = onnx.load(str(path))
+    except onnx.checker.ValidationError as exc:  # external data missing, outside the model's folder, or a link
+        raise ModelError(f"{path}: unsafe or missing external data ({first_line(exc, 200)})") from None
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
-        raise ModelError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        raise ModelError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {first_line(exc, 160)})") from None
     if not model.graph.node:
         raise ModelError(f"{path} is not a valid ONNX model (empty graph)")
     return model

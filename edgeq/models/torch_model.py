@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import inspect
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.errors import ModelError
+from edgeq.errors import ModelError, first_line
 from edgeq.models.base import ModelSource, sha256_file
 from edgeq.models.shapes import guess_layout, shape_for
 from edgeq.types import Feeds, TensorSpec
@@ -83,8 +84,7 @@ class TorchSource(ModelSource):
         if not getattr(module, "_edgeq_exported", False):
             module.eval()  # a torch.export program's module is already in inference form and refuses .eval()
         self.weights = weights
-        with self._no_grad():
-            outputs = self._call(self.example_inputs())
+        outputs = self._forward(self.example_inputs())
         self.output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
 
     @classmethod
@@ -104,6 +104,8 @@ class TorchSource(ModelSource):
             net = klass()
         except TypeError as exc:
             raise ModelError(f"{class_name}() needs arguments ({exc}); give it defaults") from None
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+            raise ModelError(f"{class_name}() in {path} raised {type(exc).__name__}: {first_line(exc, 160)}") from None
         if weights is not None:
             state = load_state_dict(weights)
             try:
@@ -127,14 +129,26 @@ class TorchSource(ModelSource):
         return cls(path, class_name.lower() if weights is None else weights.stem, net, inputs, weights)
 
     @classmethod
-    def from_exported_program(cls, path: Path) -> TorchSource:
-        """A ``torch.export`` ``.pt2`` archive; input shapes come from its example inputs."""
+    def from_exported_program(cls, path: Path, trust_model: bool = False) -> TorchSource:
+        """A ``torch.export`` ``.pt2`` archive; input shapes come from its example inputs. Unless ``trust_model``,
+        nothing but tensors is unpickled from it (edgeq/models/safety.py)."""
+        import pickle
+
         import torch
+
+        from edgeq.models.safety import TRUST_HINT, quiet_logging, torch_loads_tensors_only
 
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
+        guard = contextlib.nullcontext() if trust_model else torch_loads_tensors_only()
         try:
-            program = torch.export.load(str(path))
+            with quiet_logging(), guard:
+                program = torch.export.load(str(path))
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            what = f" ({found.group(1)})" if found else ""
+            raise ModelError(f"{path} holds pickled Python objects{what}, not only tensors, and edgeq does not "
+                             f"unpickle them; {TRUST_HINT}") from None
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"{path} is not a readable torch.export program: {type(exc).__name__}") from None
         examples = program.example_inputs
@@ -156,6 +170,14 @@ class TorchSource(ModelSource):
         import torch
 
         return torch.no_grad()
+
+    def _forward(self, args: tuple[Any, ...]) -> list[Any]:
+        """The module's outputs without gradients; an exception from the user's forward becomes one line."""
+        try:
+            with self._no_grad():
+                return self._call(args)
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+            raise ModelError(f"{self.name}.forward raised {type(exc).__name__}: {first_line(exc, 160)}") from None
 
     def _call(self, args: tuple[Any, ...]) -> list[Any]:
         out = self.module(*args)
@@ -186,5 +208,4 @@ class TorchSource(ModelSource):
             raise ModelError(f"torch.onnx.export failed for {self.name}: {str(exc).splitlines()[0][:200]}") from None
 
     def reference(self, feeds: Feeds) -> list[np.ndarray]:
-        with self._no_grad():
-            return [t.detach().numpy() for t in self._call(self.example_inputs(feeds))]
+        return [t.detach().numpy() for t in self._forward(self.example_inputs(feeds))]

@@ -22,6 +22,7 @@ import re
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -213,16 +214,19 @@ def build_package(artifacts_dir: Path, out: Path, results_dir: Path | None = Non
 # Safety and verification
 # ---------------------------------------------------------------------------------------------------------------
 def unsafe_reason(member: tarfile.TarInfo) -> str | None:
-    """Why extracting ``member`` could write outside the destination (None when it is safe)."""
+    """Why extracting ``member`` on its own could write outside the destination (None when it is safe); links
+    that escape only through other links (``up→..``, ``up2→up/..``) are found by ``link_problems``."""
     name = member.name
     path = PurePosixPath(name.replace("\\", "/"))
+    if "\0" in name or "\0" in member.linkname:
+        return "has a NUL byte in its name"
     if path.is_absolute() or re.match(r"^[A-Za-z]:", name):
         return "has an absolute path"
     if ".." in path.parts:
         return "contains '..'"
     if member.issym() or member.islnk():
         target = PurePosixPath(member.linkname.replace("\\", "/"))
-        if target.is_absolute():
+        if target.is_absolute() or re.match(r"^[A-Za-z]:", member.linkname):
             return f"is a link to an absolute path ({member.linkname})"
         joined = (path.parent / target) if member.issym() else target
         depth = 0
@@ -235,6 +239,50 @@ def unsafe_reason(member: tarfile.TarInfo) -> str | None:
     return None
 
 
+_MAX_LINK_HOPS = 40
+
+
+def _resolve(parts: list[str], links: dict[tuple[str, ...], str]) -> tuple[str, ...] | None:
+    """Where ``parts`` lands inside the destination once the archive's symlinks exist (None: outside, or a loop)."""
+    out: list[str] = []
+    queue = list(parts)
+    hops = 0
+    while queue:
+        part = queue.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        out.append(part)
+        target = links.get(tuple(out))
+        if target is not None:
+            hops += 1
+            if hops > _MAX_LINK_HOPS or target.startswith("/"):
+                return None
+            out.pop()
+            queue = target.replace("\\", "/").split("/") + queue
+    return tuple(out)
+
+
+def link_problems(members: list[tarfile.TarInfo]) -> list[tuple[str, str]]:
+    """(member name, reason) for members that leave the destination through a chain of symlinks: a link whose
+    target resolves outside, or any member written through a link that leads outside."""
+    links = {tuple(p for p in m.name.split("/") if p not in ("", ".")): m.linkname for m in members if m.issym()}
+    problems = []
+    for member in members:
+        parts = [p for p in member.name.split("/") if p not in ("", ".")]
+        if parts and _resolve(parts[:-1], links) is None:
+            problems.append((member.name, "is written through a link that leads outside the destination"))
+        elif member.issym() and _resolve([*parts[:-1], *member.linkname.split("/")], links) is None:
+            problems.append((member.name, f"is a link resolving outside the destination ({member.linkname})"))
+        elif member.islnk() and _resolve(member.linkname.split("/"), links) is None:
+            problems.append((member.name, f"is a hard link resolving outside the destination ({member.linkname})"))
+    return problems
+
+
 def safe_extract(tar: tarfile.TarFile, dest: Path) -> list[Path]:
     """Extract every member under ``dest`` after checking all of them; refuses unsafe archives in one line."""
     dest = Path(dest)
@@ -243,6 +291,8 @@ def safe_extract(tar: tarfile.TarFile, dest: Path) -> list[Path]:
         reason = unsafe_reason(member)
         if reason:
             raise PackageError(f"refusing to extract: member {member.name!r} {reason}")
+    for name, reason in link_problems(members):
+        raise PackageError(f"refusing to extract: member {name!r} {reason}")
     dest.mkdir(parents=True, exist_ok=True)
     if hasattr(tarfile, "data_filter"):
         tar.extractall(dest, members=members, filter="data")
@@ -251,69 +301,121 @@ def safe_extract(tar: tarfile.TarFile, dest: Path) -> list[Path]:
     return [dest / m.name for m in members if m.isfile()]
 
 
-def _open_archive(path: Path) -> tarfile.TarFile:
-    if not Path(path).is_file():
-        raise PackageError(f"package not found: {path}")
-    try:
-        return tarfile.open(path, mode="r:*")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise PackageError(f"{path} is not a readable tar.gz ({' '.join(str(exc).split())[:120]})") from None
+MAX_BUNDLE_BYTES = int(os.environ.get("EDGEQ_BUNDLE_MAX_BYTES", 32 << 30))
+"""Largest total of member sizes ``--verify`` accepts (32 GiB; env EDGEQ_BUNDLE_MAX_BYTES)."""
+MAX_BUNDLE_FILES = int(os.environ.get("EDGEQ_BUNDLE_MAX_FILES", 100_000))
+"""Most members ``--verify`` accepts (env EDGEQ_BUNDLE_MAX_FILES)."""
+MAX_EXPANSION = 100
+"""Members may declare at most this many times the archive's compressed size (once past 64 MiB): model weights
+compress ~1.1×, a decompression bomb 1000×. Checked from tar headers, before reading the data."""
+_SUMS_MAX_BYTES = 64 << 20
 
 
-def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
-    handle = tar.extractfile(member)
+class _TooBig(Exception):
+    """The archive crosses one of the caps above."""
+
+
+def _check_caps(count: int, declared: int, compressed: int) -> None:
+    if count > MAX_BUNDLE_FILES:
+        raise _TooBig(f"more than {MAX_BUNDLE_FILES} members (cap EDGEQ_BUNDLE_MAX_FILES)")
+    if declared > MAX_BUNDLE_BYTES:
+        raise _TooBig(f"members add up to more than {MAX_BUNDLE_BYTES} bytes (cap EDGEQ_BUNDLE_MAX_BYTES)")
+    if declared > 64 << 20 and declared > MAX_EXPANSION * max(compressed, 1):
+        raise _TooBig(f"members declare {declared} bytes from a {compressed}-byte file (over {MAX_EXPANSION}× "
+                      "expansion: a decompression bomb?)")
+
+
+def _hash_stream(handle: io.BufferedReader | None) -> str:
     digest = hashlib.sha256()
-    assert handle is not None
-    while chunk := handle.read(_CHUNK):
+    while handle is not None and (chunk := handle.read(_CHUNK)):
         digest.update(chunk)
     return digest.hexdigest()
 
 
-def verify_package(path: Path) -> tuple[list[str], int]:
-    """(problems, files checked): every file listed in SHA256SUMS is present and matches; nothing unlisted."""
+def _scan(path: Path) -> tuple[list[tarfile.TarInfo], dict[str, str], bytes | None, list[str]]:
+    """One streamed pass over the archive (never all of it in memory): members, sha256 of each regular file,
+    SHA256SUMS' text (the top-level one), and problems found on the way. Raises _TooBig at a cap."""
+    if not Path(path).is_file():
+        raise PackageError(f"package not found: {path}")
+    compressed = Path(path).stat().st_size
+    members: list[tarfile.TarInfo] = []
+    digests: dict[str, str] = {}
+    sums: bytes | None = None
     problems: list[str] = []
-    try:
-        with _open_archive(path) as tar:
-            members = tar.getmembers()
-            files: dict[str, tarfile.TarInfo] = {}
-            for member in members:
+    declared = 0
+    with open(path, "rb") as raw:
+        try:
+            tar = tarfile.open(fileobj=raw, mode="r|*")  # noqa: SIM115 - closed by the with below
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise PackageError(f"{path} is not a readable tar.gz ({' '.join(str(exc).split())[:120]})") from None
+        with tar:
+            for member in tar:
+                members.append(member)
+                declared += max(member.size, 0)
+                _check_caps(len(members), declared, compressed)
                 reason = unsafe_reason(member)
                 if reason:
                     problems.append(f"unsafe member {member.name!r}: {reason}")
                 elif member.isfile():
-                    files[member.name] = member
-            sums_members = [n for n in files if PurePosixPath(n).name == SUMS_NAME and len(PurePosixPath(n).parts) <= 2]
-            if len(sums_members) != 1:
-                problems.append(f"{SUMS_NAME} missing from the package" if not sums_members
-                                else f"more than one {SUMS_NAME} in the package")
-                return problems, 0
-            sums_name = sums_members[0]
-            top = str(PurePosixPath(sums_name).parent)
-            prefix = "" if top == "." else f"{top}/"
-            handle = tar.extractfile(files[sums_name])
-            text = handle.read().decode("utf-8", errors="replace") if handle else ""
-            listed: dict[str, str] = {}
-            for number, line in enumerate(text.splitlines(), 1):
-                match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.rstrip("\r"))
-                if not match:
-                    if line.strip():
-                        problems.append(f"{SUMS_NAME} line {number} is malformed: {line[:80]!r}")
-                    continue
-                listed[match.group(2)] = match.group(1).lower()
-            checked = 0
-            for rel, expected in sorted(listed.items()):
-                member = files.get(prefix + rel)
-                if member is None:
-                    problems.append(f"missing: {rel}")
-                    continue
-                checked += 1
-                if _hash_member(tar, member) != expected:
-                    problems.append(f"checksum mismatch: {rel}")
-            for name in sorted(files):
-                rel = name[len(prefix):] if name.startswith(prefix) else name
-                if name != sums_name and rel not in listed:
-                    problems.append(f"not listed in {SUMS_NAME}: {rel}")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        problems.append(f"archive is damaged: {' '.join(str(exc).split())[:120]}")
+                    if member.name in digests:
+                        problems.append(f"member {member.name!r} appears twice")
+                    parts = PurePosixPath(member.name).parts
+                    if parts and parts[-1] == SUMS_NAME and len(parts) <= 2 and member.size <= _SUMS_MAX_BYTES:
+                        handle = tar.extractfile(member)
+                        data = handle.read() if handle else b""
+                        sums = data if sums is None else sums
+                        digests[member.name] = hashlib.sha256(data).hexdigest()
+                    else:
+                        digests[member.name] = _hash_stream(tar.extractfile(member))  # type: ignore[arg-type]
+    for name, reason in link_problems(members):
+        problems.append(f"unsafe member {name!r}: {reason}")
+    return members, digests, sums, problems
+
+
+def _parse_sums(text: str, problems: list[str]) -> dict[str, str]:
+    listed: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.rstrip("\r"))
+        if not match:
+            if line.strip():
+                problems.append(f"{SUMS_NAME} line {number} is malformed: {line[:80]!r}")
+            continue
+        listed[match.group(2)] = match.group(1).lower()
+    return listed
+
+
+def verify_package(path: Path) -> tuple[list[str], int]:
+    """(problems, files checked): every file listed in SHA256SUMS is present and matches; nothing unlisted; no
+    member that could land outside the destination (also through link chains), no device nodes; size caps.
+    Streamed: one pass, one file's chunk in memory at a time. A missing or unreadable file is a PackageError."""
+    try:
+        members, digests, sums, problems = _scan(path)
+    except _TooBig as exc:
+        return [f"refused: {exc}"], 0
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        return [f"archive is damaged: {' '.join(str(exc).split())[:120]}"], 0
+    if not members:
+        raise PackageError(f"{path} is not a readable tar.gz (no members)")
+    sums_names = [n for n in digests if PurePosixPath(n).name == SUMS_NAME and len(PurePosixPath(n).parts) <= 2]
+    if len(sums_names) != 1 or sums is None:
+        problems.append(f"{SUMS_NAME} missing from the package" if not sums_names
+                        else f"more than one {SUMS_NAME} in the package")
         return problems, 0
+    sums_name = sums_names[0]
+    top = str(PurePosixPath(sums_name).parent)
+    prefix = "" if top == "." else f"{top}/"
+    listed = _parse_sums(sums.decode("utf-8", errors="replace"), problems)
+    checked = 0
+    for rel, expected in sorted(listed.items()):
+        digest = digests.get(prefix + rel)
+        if digest is None:
+            problems.append(f"missing: {rel}")
+            continue
+        checked += 1
+        if digest != expected:
+            problems.append(f"checksum mismatch: {rel}")
+    for name in sorted(digests):
+        rel = name[len(prefix):] if name.startswith(prefix) else name
+        if name != sums_name and rel not in listed:
+            problems.append(f"not listed in {SUMS_NAME}: {rel}")
     return problems, checked
