@@ -60,16 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=args, standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(code, int) and code:
             return code
+    except typer.Exit as exc:
+        if exc.exit_code == 130 and isinstance(exc.__cause__, KeyboardInterrupt):  # typer's form of Ctrl-C
+            typer.secho("interrupted", err=True)
+        return exc.exit_code
     except EdgeqError as exc:
         if "--debug" in args:
             raise
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        text = str(exc) if exc.exit_code == 130 else f"error: {exc}"  # Ctrl-C says how far it got, not "error"
+        typer.secho(text, err=True, fg=None if exc.exit_code == 130 else typer.colors.RED)
         return exc.exit_code
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         return 130
-    except typer.Exit as exc:
-        return exc.exit_code
     except typer.Abort:
         return 1
     except Exception as exc:  # usage errors: typer >= 0.2x raises its vendored click's (typer._click), older typer click's

@@ -9,9 +9,12 @@ the manifest row. One backend's failure, even a crashed worker, never stops the 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeq.errors import failure_reason
+from edgeq.errors import EdgeqError, failure_reason
+from edgeq.workdirs import DiskFull
 
 if TYPE_CHECKING:
     from edgeq.manifest import Artifact
@@ -58,12 +62,25 @@ class _Job:
 
 
 def _pin_worker(cores: list[int]) -> None:
-    """Process initializer: run on ``cores`` only, with every thread pool sized to them."""
+    """Process initializer: run on ``cores`` only, with every thread pool sized to them. Ctrl-C is the parent's
+    to handle (it stops the workers); a worker dies with its parent, so a killed run leaves no exporting orphan."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
         os.environ[var] = str(len(cores))
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _export_in_worker(job: _Job) -> Artifact:
@@ -101,13 +118,22 @@ def export_in_parallel(request: ExportRequest, names: list[str], model_dir: Path
     todo: queue.Queue[str] = queue.Queue()
     for name in names:
         todo.put(name)
-    done: queue.Queue[Artifact] = queue.Queue()
+    done: queue.Queue[Artifact | EdgeqError] = queue.Queue()
     context = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+    executors: list[ProcessPoolExecutor] = []
+
+    def start(cores: list[int]) -> ProcessPoolExecutor:
+        executor = ProcessPoolExecutor(1, mp_context=context, initializer=_pin_worker, initargs=(cores,))
+        executors.append(executor)
+        return executor
 
     def serve(cores: list[int]) -> None:
-        executor = ProcessPoolExecutor(1, mp_context=context, initializer=_pin_worker, initargs=(cores,))
+        if hasattr(signal, "pthread_sigmask"):  # workers started from here inherit it: Ctrl-C reaches the parent only
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        executor = start(cores)
         try:
-            while True:
+            while not stop.is_set():
                 try:
                     name = todo.get_nowait()
                 except queue.Empty:
@@ -115,24 +141,48 @@ def export_in_parallel(request: ExportRequest, names: list[str], model_dir: Path
                 if on_started is not None:
                     on_started(name)
                 try:
-                    row = executor.submit(_export_in_worker, _Job(request, name, model_dir, references, evaluation)).result()
+                    row: Artifact | EdgeqError = executor.submit(
+                        _export_in_worker, _Job(request, name, model_dir, references, evaluation)).result()
                 except BrokenProcessPool:  # the worker died (signal, OOM): report it, start a fresh one
                     executor.shutdown(cancel_futures=True)
-                    executor = ProcessPoolExecutor(1, mp_context=context, initializer=_pin_worker, initargs=(cores,))
+                    if stop.is_set():
+                        return
+                    executor = start(cores)
                     row = _failed_row(name, "export worker process died (killed by a signal or out of memory)")
+                except DiskFull as exc:  # stops the whole export, like the sequential path
+                    row = exc
                 except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded in the worker
                     row = _failed_row(name, failure_reason(exc))
                 done.put(row)
         finally:
-            executor.shutdown()
+            executor.shutdown(wait=not stop.is_set(), cancel_futures=True)
 
     workers = [threading.Thread(target=serve, args=(cores,), daemon=True) for cores in slots]
-    for worker in workers:
-        worker.start()
-    for _ in names:
-        yield done.get()
+    try:
+        for worker in workers:
+            worker.start()
+        for _ in names:
+            row = done.get()
+            if isinstance(row, EdgeqError):
+                raise row
+            yield row
+    except BaseException:  # Ctrl-C or disk full: stop every worker now; the caller cleans their build folders
+        stop.set()
+        _stop_workers(executors)
+        raise
     for worker in workers:
         worker.join()
+
+
+def _stop_workers(executors: list[ProcessPoolExecutor]) -> None:
+    """Kill the worker processes and wait until they are gone (their build folders are then stale)."""
+    processes = [p for executor in executors for p in (getattr(executor, "_processes", None) or {}).values()]
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.kill()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=10)
 
 
 def _failed_row(name: str, error: str) -> Artifact:

@@ -198,7 +198,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write a file so readers see either the old or the new content, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pid{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

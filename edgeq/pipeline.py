@@ -39,6 +39,16 @@ from edgeq.models import ModelSource, load_model
 from edgeq.models.base import sha256_file
 from edgeq.types import ExportOptions, Feeds
 from edgeq.ui import native_output_to
+from edgeq.workdirs import (
+    clean_stale,
+    clean_stale_tmp,
+    disk_full_error,
+    is_disk_full,
+    owned,
+    owner_pid,
+    pid_running,
+    remove,
+)
 
 LOG_DIR = "logs"
 """OUT/<model>/logs/<backend>.log: what each backend's converters printed (kept off the terminal)."""
@@ -132,14 +142,16 @@ def verify_artifact(main: Path, holdout: list[Feeds], references: list[list[np.n
 
 
 def _move_into_place(built: Path, final: Path) -> None:
-    """Replace ``final`` by ``built`` so that readers see the old or the new artifact, never a mix."""
+    """Replace ``final`` by ``built`` so that readers see the old or the new artifact, never a mix. Whatever was
+    at ``final`` (a folder, a stray file or link) is removed afterwards; a killed run's leftovers carry its PID."""
     old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if os.path.lexists(final):
+        old = final.with_name(f".{final.name}.old-pid{os.getpid()}")
+        remove(old)
         final.rename(old)
     built.rename(final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
 
 
 @dataclass
@@ -163,7 +175,7 @@ def build_candidate(name: str, source: ModelSource, calib: Any, model_dir: Path,
                     evaluation: EvalContext | None = None) -> Candidate:
     """Export into a private build directory, verify against FP32 and evaluate; raises on failure (dir removed)."""
     backend_cls = get_backend(name)
-    build = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{name}-build-"))
+    build = Path(tempfile.mkdtemp(dir=model_dir, prefix=owned(f".{name}-build-")))
     started = time.perf_counter()
     try:
         with native_output_to(model_dir / LOG_DIR / f"{name}.log"):
@@ -225,6 +237,8 @@ def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, opti
     except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the others go on
         if candidate is not None:
             candidate.discard()
+        if is_disk_full(exc):  # not this backend's fault: stop, say where and how much
+            raise disk_full_error(model_dir / name, _space_needed(source, model_dir / name)) from None
         row.status = "failed"
         row.error = failure_reason(exc)
         row.export_seconds = round(time.perf_counter() - started, 2)
@@ -302,6 +316,8 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
     check_writable(out)
     step("loading model")
     source = load_model(request.model, request.weights, request.input_shapes, request.trust_model)
+    finished = 0
+    model_dir = out / source.name
     try:
         if options.qat is not None:  # --qat: PyTorch sources only, training data checked now, epochs on a bar
             from edgeq.qat import prepare
@@ -312,8 +328,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
                                    seed=request.seed, holdout=request.holdout, holdout_samples=request.holdout_samples,
                                    on_sample=lambda total: tick("calibration", "validating calibration data", total))
         data.info.method = options.calib_method
-        model_dir = out / source.name
-        model_dir.mkdir(parents=True, exist_ok=True)
+        prepare_model_dir(model_dir)
         step("running the FP32 reference on held-out data")
         holdout = list(data.holdout)
         references = [source.reference(feeds) for feeds in holdout]
@@ -346,15 +361,59 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
             rows = _export_sequentially(names, source, data.calib, model_dir, options, holdout, references,
                                         evaluation, step)
         for row in rows:
-            name = row.backend
-            tick("export", f"exported {name}", len(names))
-            manifest.artifacts = [a for a in manifest.artifacts if a.backend != name] + [row]
-            manifest.write(model_dir / MANIFEST_NAME)
-        manifest.artifacts.sort(key=lambda a: list(_order()).index(a.backend) if a.backend in _order() else 99)
-        manifest.write(model_dir / MANIFEST_NAME)
+            tick("export", f"exported {row.backend}", len(names))
+            manifest.artifacts = [a for a in manifest.artifacts if a.backend != row.backend] + [row]
+            _write_manifest(manifest, model_dir)  # after every backend: a kill loses at most the one running
+            finished += 1
+        _write_manifest(manifest, model_dir)
         return manifest
+    except KeyboardInterrupt:
+        if model_dir.is_dir():
+            clean_stale(model_dir)  # parallel workers were stopped: their build folders go now
+        raise Interrupted(f"interrupted: {finished} of {len(names)} backends finished, re-run to continue") from None
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(out) from None
+        raise
     finally:
         source.close()
+
+
+class Interrupted(EdgeqError):
+    """Ctrl-C: what finished is kept (manifest written per backend); the message says how far it got."""
+
+    exit_code = 130
+
+
+def prepare_model_dir(model_dir: Path) -> None:
+    """Create OUT/<model> (one line when something in the way is not a folder), and remove what killed runs left
+    there and in the temp dir (build folders, replaced artifacts, temp files of processes that no longer run)."""
+    if model_dir.exists() and not model_dir.is_dir():
+        raise EdgeqError(f"{model_dir} exists and is not a folder: move it away or choose another --out")
+    manifest_path = model_dir / MANIFEST_NAME
+    if manifest_path.is_dir():
+        raise EdgeqError(f"{manifest_path} is a folder, not a file: move it away or choose another --out")
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeqError(f"cannot create {model_dir}: {exc.strerror or exc}") from None
+    _restore_replaced(model_dir)
+    clean_stale(model_dir)
+    clean_stale_tmp()
+
+
+def _restore_replaced(model_dir: Path) -> None:
+    """A run killed between the two renames of ``_move_into_place`` left ``.X.old-pidN`` and no ``X``: put it back."""
+    for old in model_dir.glob(".*.old-pid*"):
+        pid = owner_pid(old.name)
+        final = model_dir / old.name[1:].rsplit(".old-pid", 1)[0]
+        if pid is not None and not pid_running(pid) and not os.path.lexists(final):
+            old.rename(final)
+
+
+def _write_manifest(manifest: Manifest, model_dir: Path) -> None:
+    manifest.artifacts.sort(key=lambda a: _order().index(a.backend) if a.backend in _order() else 99)
+    manifest.write(model_dir / MANIFEST_NAME)
 
 
 def _export_sequentially(names: list[str], source: ModelSource, calib: Any, model_dir: Path, options: ExportOptions,
@@ -372,18 +431,32 @@ def _order() -> list[str]:
 
 
 def _previous_manifest(model_dir: Path, names: list[str]) -> Manifest:
-    """Keep artifacts of an earlier export that this run does not redo (and whose files still exist)."""
+    """Artifacts of an earlier export whose files are still intact on disk (every listed file there, same size),
+    including the ones this run redoes: each is replaced only when its new row is ready, so an interrupted or
+    killed run never loses an artifact it did not get to."""
     path = model_dir / MANIFEST_NAME
     placeholder = ModelInfo(name=model_dir.name, source="", sha256="", framework="onnx")
-    if not path.exists():
+    if not path.is_file():
         return Manifest(model=placeholder)
     try:
         old = Manifest.read(path)
     except Exception:  # noqa: BLE001 - an unreadable old manifest is simply replaced
         return Manifest(model=placeholder)
-    old.artifacts = [a for a in old.artifacts if a.backend not in names and a.status == "ok"
-                     and a.path and (model_dir / a.path).exists()]
+    old.artifacts = [a for a in old.artifacts if _intact(model_dir, a)]
     return old
+
+
+def _intact(model_dir: Path, artifact: Artifact) -> bool:
+    """An ok artifact whose main file and listed files exist inside ``model_dir`` with the recorded sizes."""
+    if artifact.status != "ok" or not artifact.path:
+        return False
+    try:
+        artifact.check_inside(model_dir)
+        folder = (model_dir / artifact.path).parent
+        return (model_dir / artifact.path).is_file() and all(
+            (folder / f.path).is_file() and (folder / f.path).stat().st_size == f.size_bytes for f in artifact.files)
+    except (OSError, EdgeqError):
+        return False
 
 
 def export(model: Any, calib: Any, backends: list[str] | None = None, out: str | Path = "out", **kwargs: Any) -> Manifest:
@@ -393,3 +466,17 @@ def export(model: Any, calib: Any, backends: list[str] | None = None, out: str |
     request = ExportRequest(model=str(model), calib=calib, backends=backends or ["all"], out=Path(out),
                             options=options, **kwargs)
     return run_export(request)
+
+
+def _space_needed(source: ModelSource, final: Path) -> int:
+    """Rough bytes one artifact needs: its previous copy's size, else the model's (FP32 artifacts are that big)."""
+    if final.is_dir():
+        previous = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+        if previous:
+            return previous
+    path = Path(source.path)
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path] if path.is_file() else []
+    weights = getattr(source, "weights", None)
+    if weights is not None and Path(weights).is_file():
+        files.append(Path(weights))
+    return sum(p.stat().st_size for p in files)

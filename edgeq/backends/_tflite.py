@@ -320,7 +320,7 @@ class RequantizedTflite(Backend):
             main = _tflite_keras.convert(source, out_dir / "model.tflite", self.requantize_kind)
             return ExportedFiles(main=main, recipe=_tflite_keras.recipe(source, self.requantize_kind),
                                  notes=[_tflite_keras.NOTES[self.requantize_kind]])
-        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tflite-") as tmp:
+        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".tflite-pid{os.getpid()}-") as tmp:
             fp32 = convert_fp32(source, Path(tmp) / "fp32.tflite", self.name)
             main = requantize(fp32, out_dir / "model.tflite", self.requantize_kind)
         return ExportedFiles(main=main, recipe={"route": "litert-torch + ai-edge-quantizer", "layout": source.layout},

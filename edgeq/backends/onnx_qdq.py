@@ -26,6 +26,7 @@ each part measured on BERT-mini (bench/peers.py) and the real MiniLM-L6 sentence
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -120,7 +121,7 @@ class OnnxQdq(Backend):
         forced = options.extra.get("onnx_attention_recipe")
         types["attention"] = bool(forced) if forced is not None else has_attention(source.onnx_path())
         notes: list[str] = []
-        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".qdq-") as tmp:
+        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".qdq-pid{os.getpid()}-") as tmp:
             work = Path(tmp)
             prepped = self._preprocess(source, work, notes)  # once: both weight-bit trials quantize this graph
             float_nodes = residual_norm_nodes(prepped) + mask_nodes(prepped) if types["attention"] else []

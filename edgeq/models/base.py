@@ -44,7 +44,9 @@ class ModelSource(ABC):
     def workdir(self) -> Path:
         """A private scratch directory that lives as long as this source (intermediate conversions)."""
         if self._workdir is None:
-            self._workdir = tempfile.TemporaryDirectory(prefix=f"edgeq-{self.name}-")
+            from edgeq.workdirs import TMP_PREFIX, owned
+
+            self._workdir = tempfile.TemporaryDirectory(prefix=owned(f"{TMP_PREFIX}{self.name}-"))
         return Path(self._workdir.name)
 
     def sha256(self) -> str:
