@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgeq.calibration.preprocess import Preprocess
-from edgeq.errors import CalibrationError
+from edgeq.errors import CalibrationError, first_line
 
 
 class SourceSpec(BaseModel):
@@ -43,15 +43,18 @@ class Recipe(BaseModel):
 def load_recipe(path: Path) -> Recipe:
     """Read and validate a recipe file; every problem is one ``CalibrationError`` line."""
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-        return Recipe.model_validate(data)
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CalibrationError(f"cannot read recipe {path}: not UTF-8 text (offset {exc.start})") from None
     except OSError as exc:
         raise CalibrationError(f"cannot read recipe {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    except yaml.YAMLError as exc:
-        raise CalibrationError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - PyYAML also raises ValueError/OverflowError on e.g. "\U99999999"
+        raise CalibrationError(f"{path}: not valid YAML ({first_line(exc)})") from None
+    try:
+        return Recipe.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "recipe"
-        raise CalibrationError(f"{path}: {where}: {first['msg']}") from None
+        raise CalibrationError(f"{path}: {where}: {' '.join(str(first['msg']).split())[:200]}") from None

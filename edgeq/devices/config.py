@@ -142,8 +142,8 @@ def parse_devices(text: str, filename: str = "devices.yaml") -> DevicesFile:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{filename}{line}: invalid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{filename}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # noqa: BLE001 - PyYAML also raises ValueError/OverflowError on e.g. "\U99999999"
+        raise ConfigError(f"{filename}: invalid YAML: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{filename}:1: expected a mapping with a 'devices:' list")
     _check_unique_names(data, node, filename)

@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import re
+import struct
 import tarfile
 import tempfile
 import time
@@ -392,8 +393,8 @@ def verify_package(path: Path) -> tuple[list[str], int]:
         members, digests, sums, problems = _scan(path)
     except _TooBig as exc:
         return [f"refused: {exc}"], 0
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        return [f"archive is damaged: {' '.join(str(exc).split())[:120]}"], 0
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, TypeError, struct.error) as exc:
+        return [f"archive is damaged: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"], 0
     if not members:
         raise PackageError(f"{path} is not a readable tar.gz (no members)")
     sums_names = [n for n in digests if PurePosixPath(n).name == SUMS_NAME and len(PurePosixPath(n).parts) <= 2]
