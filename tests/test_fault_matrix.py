@@ -120,6 +120,7 @@ def test_garbage_pt2_one_line_without_torch_log(programs: dict[str, Path], tmp_p
               "is not a readable torch.export program")
 
 
+@pytest.mark.slow  # a fresh process importing TensorFlow / exporting the digits CNN
 def test_keras_lambda_layer_refused_without_trust_model(tmp_path: Path) -> None:
     import_tf = pytest.importorskip("keras")
     keras = import_tf
@@ -133,6 +134,7 @@ def test_keras_lambda_layer_refused_without_trust_model(tmp_path: Path) -> None:
     assert "--trust-model" in result.stderr
 
 
+@pytest.mark.slow  # a fresh process importing TensorFlow / exporting the digits CNN
 def test_saved_model_with_file_writing_op_refused(tmp_path: Path) -> None:
     tf = pytest.importorskip("tensorflow")
     written = tmp_path / "written_by_graph.txt"
@@ -152,6 +154,7 @@ def test_saved_model_with_file_writing_op_refused(tmp_path: Path) -> None:
     assert not written.exists()
 
 
+@pytest.mark.slow  # a fresh process importing TensorFlow
 @pytest.mark.parametrize("kind", ["garbage.keras", "garbage.h5", "saved_model"])
 def test_broken_keras_inputs_without_tf_startup_noise(tmp_path: Path, kind: str) -> None:
     if kind == "saved_model":
@@ -307,6 +310,7 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
 
 
+@pytest.mark.slow  # a fresh process importing TensorFlow / exporting the digits CNN
 def test_disk_full_one_line_nothing_half_written(small_disk: Path) -> None:
     """A real full disk (1 MB tmpfs, 300 KB left): the digits CNN's FP32 ONNX (~370 KB) cannot be written."""
     filler = small_disk / "filler"

@@ -47,6 +47,16 @@ def _artifacts(model_dir: Path) -> dict[str, str]:
     return found
 
 
+def _wait_for_backends(logs: Path, since: float, count: int, proc: subprocess.Popen[str]) -> None:
+    """Until ``count`` backends of this run have started (each appends to logs/<backend>.log as it starts)."""
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if sum(1 for log in logs.glob("*.log") if log.stat().st_mtime >= since) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} backends started (exit {proc.poll()})")
+
+
 def _leftovers(model_dir: Path) -> list[str]:
     return sorted(p.name for p in model_dir.iterdir() if p.name.startswith(".") and "pid" in p.name)
 
@@ -66,9 +76,12 @@ def _interrupt_then_rerun(complete: Path, tmp_path: Path, sig: signal.Signals, j
     shutil.copytree(complete, out)
     model_dir = out / "digits_cnn"
     before = _artifacts(model_dir)
-    delay = random.Random().uniform(6, 30)
-    print(f"{sig.name} after {delay:.1f} s (--jobs {jobs})")
+    rng = random.Random()
+    started_backends, delay = rng.randint(1, ALL_BACKENDS - 2), rng.uniform(0, 3)
+    print(f"{sig.name} {delay:.1f} s after backend #{started_backends} starts (--jobs {jobs})")
+    started = time.time()
     proc = _export(out, "-b", "all", "--jobs", jobs)
+    _wait_for_backends(model_dir / "logs", started, started_backends, proc)
     time.sleep(delay)
     os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
