@@ -169,6 +169,8 @@ def export_in_parallel(request: ExportRequest, names: list[str], model_dir: Path
     except BaseException:  # Ctrl-C or disk full: stop every worker now; the caller cleans their build folders
         stop.set()
         _stop_workers(executors)
+        for worker in workers:
+            worker.join(timeout=10)
         raise
     for worker in workers:
         worker.join()
@@ -183,6 +185,9 @@ def _stop_workers(executors: list[ProcessPoolExecutor]) -> None:
     for process in processes:
         with contextlib.suppress(Exception):
             process.join(timeout=10)
+    for executor in executors:  # releases the pool's queues and their semaphores (no resource_tracker warning)
+        with contextlib.suppress(Exception):
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _failed_row(name: str, error: str) -> Artifact:

@@ -6,10 +6,13 @@ failure (or Ctrl-C) never leaves a half-written artifact. One backend's failure 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,6 +52,9 @@ from edgeq.workdirs import (
     pid_running,
     remove,
 )
+
+INTERRUPTED = threading.Event()
+"""Set by Ctrl-C during ``run_export``: some converters (dynamo, TF) turn KeyboardInterrupt into their own errors."""
 
 LOG_DIR = "logs"
 """OUT/<model>/logs/<backend>.log: what each backend's converters printed (kept off the terminal)."""
@@ -237,6 +243,8 @@ def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, opti
     except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the others go on
         if candidate is not None:
             candidate.discard()
+        if INTERRUPTED.is_set():  # a converter caught Ctrl-C's KeyboardInterrupt and raised its own error
+            raise KeyboardInterrupt from None
         if is_disk_full(exc):  # not this backend's fault: stop, say where and how much
             raise disk_full_error(model_dir / name, _space_needed(source, model_dir / name)) from None
         row.status = "failed"
@@ -311,6 +319,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
     tick = on_progress or (lambda _bar, _label, _total: None)
     options = request.options or ExportOptions()
     names = resolve(request.backends)
+    stack = contextlib.ExitStack()
     check_eval_request(request)
     out = Path(request.out)
     check_writable(out)
@@ -319,6 +328,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
     finished = 0
     model_dir = out / source.name
     try:
+        stack.enter_context(_noting_interrupts())
         if options.qat is not None:  # --qat: PyTorch sources only, training data checked now, epochs on a bar
             from edgeq.qat import prepare
 
@@ -376,7 +386,27 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
             raise disk_full_error(out) from None
         raise
     finally:
+        stack.close()
         source.close()
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets INTERRUPTED (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    INTERRUPTED.clear()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Interrupted(EdgeqError):
@@ -420,6 +450,8 @@ def _export_sequentially(names: list[str], source: ModelSource, calib: Any, mode
                          holdout: list[Feeds], references: list[list[np.ndarray]], evaluation: EvalContext | None,
                          step: Callable[[str], None]) -> Iterator[Artifact]:
     for name in names:
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         step(f"exporting {name}")
         yield export_one(name, source, calib, model_dir, options, holdout, references, evaluation)
 

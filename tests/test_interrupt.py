@@ -47,14 +47,16 @@ def _artifacts(model_dir: Path) -> dict[str, str]:
     return found
 
 
-def _wait_for_backends(logs: Path, since: float, count: int, proc: subprocess.Popen[str]) -> None:
-    """Until ``count`` backends of this run have started (each appends to logs/<backend>.log as it starts)."""
+def _wait_for_backends(model_dir: Path, count: int, proc: subprocess.Popen[str]) -> None:
+    """Until ``count`` backends of this run have started (each builds in OUT/<model>/.<backend>-build-pid<PID>-*)."""
+    seen: set[str] = set()
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if sum(1 for log in logs.glob("*.log") if log.stat().st_mtime >= since) >= count:
+        seen |= {p.name.split("-build-pid")[0] for p in model_dir.glob(".*-build-pid*")}
+        if len(seen) >= count:
             return
-        time.sleep(0.2)
-    raise AssertionError(f"fewer than {count} backends started (exit {proc.poll()})")
+        time.sleep(0.05)
+    raise AssertionError(f"only {sorted(seen)} started (exit {proc.poll()})")
 
 
 def _leftovers(model_dir: Path) -> list[str]:
@@ -79,9 +81,8 @@ def _interrupt_then_rerun(complete: Path, tmp_path: Path, sig: signal.Signals, j
     rng = random.Random()
     started_backends, delay = rng.randint(1, ALL_BACKENDS - 2), rng.uniform(0, 3)
     print(f"{sig.name} {delay:.1f} s after backend #{started_backends} starts (--jobs {jobs})")
-    started = time.time()
     proc = _export(out, "-b", "all", "--jobs", jobs)
-    _wait_for_backends(model_dir / "logs", started, started_backends, proc)
+    _wait_for_backends(model_dir, started_backends, proc)
     time.sleep(delay)
     os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
