@@ -20,6 +20,7 @@ import pytest
 from cli_checks import fails_in_one_line
 
 from edgeq.cli import main
+from edgeq.errors import ModelError
 from edgeq.report import package as package_module
 from edgeq.report.package import PackageError, safe_extract, verify_package
 
@@ -109,7 +110,7 @@ def test_safe_pt2_still_loads_and_trust_model_is_the_only_way_to_run_code(progra
     assert [s.shape for s in source.inputs] == [(1, 4)]
     source.close()
     assert not programs["marker"].exists()
-    with pytest.raises(Exception):  # noqa: B017 - with the opt-in, torch unpickles it (then rejects its type)
+    with pytest.raises(ModelError, match="example inputs are not tensors"):  # the opt-in unpickles it
         load_model(programs["evil"], trust_model=True)
     assert programs["marker"].exists(), "--trust-model is the opt-in that lets pickled code run"
     programs["marker"].unlink()

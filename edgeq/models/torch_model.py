@@ -155,6 +155,9 @@ class TorchSource(ModelSource):
         if examples is None:
             raise ModelError(f"{path} carries no example inputs; re-export with torch.export.export(model, args)")
         args, _kwargs = examples
+        if not isinstance(args, (tuple, list)) or not all(isinstance(a, torch.Tensor) for a in args):
+            raise ModelError(f"{path}: its example inputs are not tensors; re-export with torch.export.export(model, "
+                             "args) where args is a tuple of tensors")
         names = [spec.arg.name for spec in program.graph_signature.input_specs
                  if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT]
         inputs = [TensorSpec(n, tuple(a.shape), str(a.dtype).removeprefix("torch.")) for n, a in zip(names, args)]
