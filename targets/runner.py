@@ -10,9 +10,17 @@ CLI::
     python runner.py info [--import-runtimes]
     python runner.py run ARTIFACT [--threads N] [--cpus 0,1] [--runs N] [--min-seconds S] [--warmup N]
         [--inputs FEEDS.npz] [--eval EVAL.npz] [--outputs OUT.npz] [--seed S] [--no-timing] [--runtime R]
+        [--precision auto|f32|f16|bf16] [--profile] [--profile-runs N]
 
 ``run`` prints exactly one JSON document on stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``);
 whatever the runtimes print (also from C++ on fd 1) is diverted to stderr.
+
+Precision is pinned, never the runtime's default: OpenVINO compiles with ``INFERENCE_PRECISION_HINT`` f32
+unless the artifact (IR rt_info ``edgeq/inference_precision``) or ``--precision`` asks for f16 (used only where
+the CPU computes FP16, else f32) or bf16 (refused on a CPU without AVX512-BF16/AMX-BF16); ONNX Runtime and LiteRT
+run their float kernels (no BF16 fast-math, no XNNPACK FP16). The result states the precision that *executed*, as
+the runtime reports it, the process memory (baseline, after load, peak during inference), and with
+``--profile`` per-layer times.
 
 Output order: ONNX Runtime session output order, OpenVINO model outputs order, TFLite
 ``get_output_details()`` order (the interpreter's order, which for converted Keras models is *not*
@@ -90,9 +98,37 @@ _OV_TYPES = {
     "boolean": "bool",
 }
 
-# /proc/cpuinfo flags that decide which INT8 kernels a runtime can use
-_INT8_FLAGS_X86 = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8"]
+# /proc/cpuinfo flags that decide which INT8 (and reduced-float) kernels a runtime can use
+_INT8_FLAGS_X86 = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8",
+                   "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16"]
 _INT8_FLAGS_ARM = ["asimd", "asimddp", "i8mm", "sve", "sve2", "bf16", "fphp", "asimdhp"]
+_X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+
+# artifact precision (manifest names) -> compute precision the runner pins
+_COMPUTE_PRECISION = {"fp32": "f32", "f32": "f32", "int8": "f32", "dynamic": "f32", "fp16": "f16", "f16": "f16",
+                      "bf16": "bf16"}
+# where an OpenVINO IR written by edgeq records the compute precision its name promises
+OV_PRECISION_RT_KEY = ["edgeq", "inference_precision"]
+_SHORT_TYPES = {"float": "f32", "float32": "f32", "fp32": "f32", "f32": "f32", "float16": "f16", "fp16": "f16",
+                "f16": "f16", "bfloat16": "bf16", "bf16": "bf16", "int8": "i8", "i8": "i8", "uint8": "u8",
+                "u8": "u8", "int16": "i16", "i16": "i16", "int32": "i32", "i32": "i32", "int64": "i64",
+                "i64": "i64", "f64": "f64", "double": "f64", "float64": "f64"}
+_INT_PRECISIONS = ("i8", "u8", "i16", "i4", "u4")
+_FLOAT_PRECISIONS = ("f32", "bf16", "f16", "f64")
+HEAVY_OPS = {
+    "onnxruntime": {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "QGemm",
+                    "ConvInteger", "MatMulInteger", "FusedConv", "FusedGemm", "FusedMatMul", "NchwcConv",
+                    "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "Attention", "MultiHeadAttention"},
+    "openvino": {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm",
+                 "FullyConnectedCompressed", "ScaledDotProductAttention"},
+    "tflite": {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"},
+}
+# what each runtime's Python API says about its memory arena (none exposes the arena's size)
+_ARENA = {
+    "onnxruntime": "CPU memory arena on (ORT's default); ONNX Runtime's Python API does not report its size",
+    "openvino": "the CPU plugin allocates its own memory; OpenVINO's Python API does not report its size",
+    "tflite": "one tensor arena, planned at allocate_tensors(); LiteRT's Python API does not report its size",
+}
 
 
 class RunnerError(Exception):
@@ -153,18 +189,130 @@ def _to_input_dtype(value: np.ndarray, detail: IODetail) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Precision: chosen and pinned (never the runtime's default), then read back from the runtime
+# ---------------------------------------------------------------------------------------------------
+def reduced_float_support(machine: str, flags) -> dict:
+    """Which reduced float precisions this CPU computes natively: {"bf16": bool, "f16": bool}.
+
+    x86: bf16 needs avx512_bf16 or amx_bf16, f16 needs avx512_fp16 or amx_fp16 (OpenVINO's CPU plugin rule);
+    ARM: f16 needs ARMv8.2 half-precision arithmetic (fphp + asimdhp); OpenVINO's CPU plugin has no BF16 on ARM.
+    """
+    flags = set(flags or ())
+    machine = (machine or "").lower()
+    if machine in _X86_MACHINES:
+        return {"bf16": bool(flags & {"avx512_bf16", "amx_bf16"}), "f16": bool(flags & {"avx512_fp16", "amx_fp16"})}
+    if machine.startswith(("aarch64", "arm")):
+        return {"bf16": False, "f16": {"fphp", "asimdhp"} <= flags}
+    return {"bf16": False, "f16": False}
+
+
+def compute_precision(name: str) -> str:
+    """The compute precision an artifact's name promises: fp32/int8 -> f32 (float parts), fp16 -> f16, bf16."""
+    return _COMPUTE_PRECISION.get(str(name).lower(), "f32")
+
+
+def cpu_flags() -> set:
+    """This CPU's /proc/cpuinfo flags (empty when unknown, or when they describe another CPU, as under QEMU)."""
+    cpu = _read_cpuinfo()
+    if _arch_matches(cpu["arch"], platform.machine()) is False:
+        return set()
+    return set(cpu["flags"])
+
+
+def choose_precision(requested: str, runtime: str, machine: str | None = None, flags=None) -> tuple:
+    """(compute precision to pin, note) for ``requested`` (f32/f16/bf16 or a manifest name such as int8).
+
+    f16 falls back to f32 where the CPU has no FP16 arithmetic (OpenVINO would otherwise silently pick BF16 or
+    emulate); bf16 is refused in one line where the CPU has no BF16, and for runtimes without a BF16 mode.
+    """
+    wanted = _COMPUTE_PRECISION.get(str(requested).lower())
+    if wanted is None:
+        raise RunnerError(f"unknown precision {requested!r} (expected f32, f16 or bf16)")
+    machine = platform.machine() if machine is None else machine
+    flags = cpu_flags() if flags is None else set(flags)
+    support = reduced_float_support(machine, flags)
+    if wanted == "bf16":
+        if runtime != "openvino":
+            raise RunnerError(f"bf16 is an OpenVINO row; {runtime} has no BF16 mode on CPU")
+        if not support["bf16"]:
+            raise RunnerError(f"bf16 refused: this {machine} CPU has no avx512_bf16/amx_bf16 "
+                              "(BF16 would be emulated or silently run as f32); use the fp32 row")
+        return "bf16", ""
+    if wanted == "f16" and not support["f16"]:
+        return "f32", (f"no FP16 arithmetic on this {machine} CPU (needs avx512_fp16/amx_fp16, or fphp+asimdhp "
+                       "on ARM): computing in f32")
+    if wanted == "f16" and runtime != "openvino":
+        return "f32", f"{runtime} has no FP16 compute switch here: float kernels in f32 (weights may be fp16)"
+    return wanted, ""
+
+
+def short_type(name: object) -> str:
+    """Runtime type names (ORT 'float', numpy 'int8', OpenVINO 'bf16', 'I8' in exec types) -> f32/bf16/i8/..."""
+    text = str(name).lower()
+    return _SHORT_TYPES.get(text, text)
+
+
+def summarize_precision(counts: dict) -> str:
+    """One label from per-op precision counts: "f32", "bf16", "int8", "int8+f32" (INT8 with float parts) …"""
+    ints = sum(n for p, n in counts.items() if p in _INT_PRECISIONS)
+    floats = sorted(((n, p) for p, n in counts.items() if p in _FLOAT_PRECISIONS), reverse=True)
+    float_label = "+".join(p for _n, p in floats)
+    if ints:
+        return "int8+" + float_label if float_label else "int8"
+    return float_label or "unknown"
+
+
+def precision_matches(artifact_precision: str, executed: str) -> bool | None:
+    """Does the executed label keep the promise of the artifact's name? None when there is no simple promise."""
+    name = str(artifact_precision).lower()
+    if not executed or executed == "unknown" or name == "dynamic":
+        return None
+    if name == "int8":
+        return executed.startswith("int8") and all(p in ("int8", "f32") for p in executed.split("+"))
+    return executed == _COMPUTE_PRECISION.get(name, name)
+
+
+def _executed_summary(layers: list, runtime: str, source: str) -> dict:
+    """Per-op precisions -> {"precision", "counts" (heavy ops), "ops", "source"}."""
+    heavy = [layer for layer in layers if layer["type"] in HEAVY_OPS.get(runtime, ())]
+    counted = heavy or [layer for layer in layers if layer.get("precision") not in (None, "", "unknown")]
+    counts: dict = {}
+    for layer in counted:
+        counts[layer["precision"]] = counts.get(layer["precision"], 0) + 1
+    return {"precision": summarize_precision(counts), "counts": counts, "ops": len(counted),
+            "heavy_only": bool(heavy), "source": source}
+
+
+def _op_precision(types: list) -> str:
+    """An op's compute precision from its input types: any int8/uint8 input -> that; else the float type."""
+    shorts = [short_type(t) for t in types if t]
+    for wanted in _INT_PRECISIONS + ("f16", "bf16", "f32"):
+        if wanted in shorts:
+            return wanted
+    return shorts[0] if shorts else "unknown"
+
+
 class Session:
     """A loaded artifact with one runtime; subclasses implement the four calls for their runtime."""
 
     runtime = ""
 
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, precision: str = "auto", flags=None) -> None:
         self.path = path
         self.threads = threads
         self.runtime_version = ""
         self.inputs: list[IODetail] = []
         self.outputs: list[IODetail] = []
         self.first_ms: float | None = None
+        self.precision_requested = precision
+        self.precision = "f32"  # the compute precision pinned in the runtime's settings
+        self.precision_note = ""
+        self._flags = flags
+
+    def _pin_precision(self, requested: str) -> None:
+        self.precision_requested = requested
+        self.precision, self.precision_note = choose_precision(requested, self.runtime, flags=self._flags)
 
     # -- runtime-specific -------------------------------------------------------------------------
     def prepare(self, feeds: dict) -> object:
@@ -176,6 +324,14 @@ class Session:
         raise NotImplementedError
 
     def _raw_outputs(self) -> list:
+        raise NotImplementedError
+
+    def executed_precision(self, prepared: object) -> dict:
+        """What the runtime says it executes: {"precision": "f32"|"int8+f32"|…, "counts", "ops", "source"}."""
+        raise NotImplementedError
+
+    def profile_layers(self, prepared: object, runs: int) -> list:
+        """Per layer/op: {"name", "type", "precision", "exec", "ms"} (mean over ``runs``), as the runtime times it."""
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------
@@ -206,7 +362,13 @@ class Session:
             "runtime_version": self.runtime_version,
             "inputs": [d.to_dict() for d in self.inputs],
             "outputs": [d.to_dict() for d in self.outputs],
+            "precision": {"requested": self.precision_requested, "pinned": self.precision,
+                          "note": self.precision_note, "settings": self.precision_settings()},
         }
+
+    def precision_settings(self) -> dict:
+        """The runtime settings that pin the precision, as passed to the runtime."""
+        return {}
 
 
 def _pairs(first: list, second: list) -> list:
@@ -223,23 +385,71 @@ class OrtSession(Session):
     """ONNX Runtime, CPUExecutionProvider, sequential, all graph optimizations."""
 
     runtime = "onnxruntime"
+    # ORT's only CPU reduced-precision switch: BF16 fast-math GEMMs on arm64 (off by default; pinned off)
+    _CONFIG = {"mlas.enable_gemm_fastmath_arm64_bfloat16": "0"}
 
-    def __init__(self, path: str, threads: int) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: str, threads: int, precision: str = "auto", flags=None) -> None:
+        super().__init__(path, threads, precision, flags)
+        self._pin_precision("f32" if precision == "auto" else precision)
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = self._new_session()
         self.runtime_version = ort.__version__
         self.inputs = [self._detail(arg) for arg in self._session.get_inputs()]
         self.outputs = [self._detail(arg) for arg in self._session.get_outputs()]
         self._output_names = [arg.name for arg in self._session.get_outputs()]
         self._last: list = []
+
+    def _new_session(self, profile_prefix: str | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        for key, value in self._CONFIG.items():
+            options.add_session_config_entry(key, value)
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        return ort.InferenceSession(self.path, sess_options=options, providers=["CPUExecutionProvider"])
+
+    def precision_settings(self) -> dict:
+        return dict(self._CONFIG, providers="CPUExecutionProvider")
+
+    def profile_layers(self, prepared: object, runs: int) -> list:
+        """A second session with ORT profiling on (the timed one stays unprofiled); per-node kernel times."""
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="edgeq-ort-profile-")
+        try:
+            session = self._new_session(os.path.join(directory, "profile"))
+            for _ in range(max(1, int(runs))):
+                session.run(self._output_names, prepared)
+            with open(session.end_profiling(), encoding="utf-8") as handle:
+                events = json.load(handle)
+        finally:
+            for name in os.listdir(directory):
+                os.remove(os.path.join(directory, name))
+            os.rmdir(directory)
+        layers: dict = {}
+        for event in events:
+            name = str(event.get("name", ""))
+            if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+                continue
+            args = event.get("args") or {}
+            types = [next(iter(item)) for item in args.get("input_type_shape") or [] if item]
+            layer = layers.setdefault(name[: -len("_kernel_time")], {
+                "name": name[: -len("_kernel_time")], "type": str(args.get("op_name", "")),
+                "precision": _op_precision(types), "exec": str(args.get("provider", "")), "us": 0.0})
+            layer["us"] += float(event.get("dur", 0))
+        return _mean_ms(list(layers.values()), runs)
+
+    def executed_precision(self, prepared: object) -> dict:
+        return _executed_summary(self.profile_layers(prepared, 1), self.runtime,
+                                 "ONNX Runtime profiling: op types and input types of the optimized graph")
 
     @staticmethod
     def _detail(arg) -> IODetail:
@@ -272,6 +482,36 @@ def _import_openvino():
     return core_cls, tensor_cls, _distribution_version(["openvino"]) or _ov_get_version()
 
 
+def openvino_config(threads: int, precision: str = "f32") -> dict:
+    """The CPU plugin config edgeq compiles with: threads, latency, one stream and an explicit precision hint."""
+    return {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+            "INFERENCE_PRECISION_HINT": precision}
+
+
+def ov_text(value: object) -> str:
+    """An OpenVINO rt_info value (OVAny) as text (``str(OVAny)`` is just '<OVAny class>')."""
+    for attempt in (lambda: value.astype(str), lambda: value.value, lambda: value):  # type: ignore[attr-defined]
+        try:
+            text = attempt()
+        except Exception:  # noqa: BLE001 - layouts differ between OpenVINO versions
+            continue
+        if isinstance(text, str):
+            return text
+    return str(value)
+
+
+def _ov_type_name(value: object) -> str:
+    getter = getattr(value, "get_type_name", None)
+    return short_type(getter() if getter else value)
+
+
+def _mean_ms(layers: list, runs: int) -> list:
+    """Accumulated microseconds -> mean milliseconds per run; slowest first."""
+    for layer in layers:
+        layer["ms"] = layer.pop("us") / 1000.0 / max(1, int(runs))
+    return sorted(layers, key=lambda layer: layer["ms"], reverse=True)
+
+
 def _ov_get_version() -> str:
     try:
         import openvino as ov
@@ -288,13 +528,19 @@ class OpenVinoSession(Session):
 
     runtime = "openvino"
 
-    def __init__(self, path: str, threads: int) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: str, threads: int, precision: str = "auto", flags=None) -> None:
+        super().__init__(path, threads, precision, flags)
         core_cls, self._tensor_cls, self.runtime_version = _import_openvino()
-        core = core_cls()
+        self._core = core = core_cls()
         model = core.read_model(path)
-        config = {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
-        self._compiled = core.compile_model(model, "CPU", config)
+        if precision == "auto":
+            precision = "f32"
+            if model.has_rt_info(OV_PRECISION_RT_KEY):
+                precision = ov_text(model.get_rt_info(OV_PRECISION_RT_KEY))
+        self._pin_precision(precision)
+        self._config = openvino_config(threads, self.precision)
+        self._compiled = core.compile_model(model, "CPU", self._config)
+        del model
         self._request = self._compiled.create_infer_request()
         self.inputs = [self._detail(port, f"input_{i}") for i, port in enumerate(self._compiled.inputs)]
         self.outputs = [self._detail(port, f"output_{i}") for i, port in enumerate(self._compiled.outputs)]
@@ -328,6 +574,52 @@ class OpenVinoSession(Session):
             np.array(self._request.get_output_tensor(i).data, copy=True) for i in range(len(self.outputs))
         ]
 
+    def precision_settings(self) -> dict:
+        settings = {"INFERENCE_PRECISION_HINT": self._config["INFERENCE_PRECISION_HINT"]}
+        try:  # read back what the plugin took
+            taken = _ov_type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:  # noqa: BLE001 - older plugins
+            taken = "unknown"
+        settings["compiled_INFERENCE_PRECISION_HINT"] = taken
+        return settings
+
+    def _runtime_layers(self, compiled) -> list:
+        layers = []
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            keys = list(info.keys())
+            layer_type = ov_text(info["layerType"]) if "layerType" in keys else op.get_type_name()
+            if layer_type in ("Input", "Output", "Const", "Parameter", "Result", "Constant"):
+                continue
+            precision = short_type(ov_text(info["runtimePrecision"])) if "runtimePrecision" in keys else "unknown"
+            layers.append({"name": op.get_friendly_name(), "type": layer_type, "precision": precision})
+        return layers
+
+    def executed_precision(self, prepared: object) -> dict:
+        return _executed_summary(self._runtime_layers(self._compiled), self.runtime,
+                                 "OpenVINO compiled model: runtimePrecision of each layer (get_runtime_model)")
+
+    def profile_layers(self, prepared: object, runs: int) -> list:
+        """A second compiled model with PERF_COUNT on (the timed one stays unprofiled); per-node real time."""
+        compiled = self._core.compile_model(self.path, "CPU", dict(self._config, PERF_COUNT="YES"))
+        precisions = {layer["name"]: layer["precision"] for layer in self._runtime_layers(compiled)}
+        request = compiled.create_infer_request()
+        for index, tensor in enumerate(prepared):
+            request.set_input_tensor(index, tensor)
+        layers: dict = {}
+        for _ in range(max(1, int(runs))):
+            request.infer()
+            for info in request.get_profiling_info():
+                if "EXECUTED" not in str(info.status) or info.node_type in ("Parameter", "Result", "Constant"):
+                    continue
+                exec_type = str(info.exec_type)
+                layer = layers.setdefault(info.node_name, {
+                    "name": info.node_name, "type": str(info.node_type),
+                    "precision": precisions.get(info.node_name) or short_type(exec_type.rsplit("_", 1)[-1]),
+                    "exec": exec_type, "us": 0.0})
+                layer["us"] += info.real_time.total_seconds() * 1e6
+        return _mean_ms(list(layers.values()), runs)
+
 
 # ---------------------------------------------------------------------------------------------------
 # LiteRT / TFLite
@@ -357,10 +649,18 @@ class TfliteSession(Session):
 
     runtime = "tflite"
 
-    def __init__(self, path: str, threads: int) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: str, threads: int, precision: str = "auto", flags=None) -> None:
+        super().__init__(path, threads, precision, flags)
+        self._pin_precision("f32" if precision == "auto" else precision)
         interpreter_cls, self.runtime_version = _import_tflite_interpreter()
-        self._interpreter = interpreter_cls(model_path=path, num_threads=threads)
+        resolver = getattr(sys.modules[interpreter_cls.__module__], "OpResolverType", None)
+        try:  # AUTO = builtin kernels + the default XNNPACK delegate (FP32; its FP16 mode has no Python switch)
+            self._interpreter = interpreter_cls(model_path=path, num_threads=threads,
+                                                experimental_op_resolver_type=resolver.AUTO)
+            self._resolver = "AUTO (builtin kernels + default XNNPACK delegate, FP16 inference off)"
+        except (TypeError, AttributeError):
+            self._interpreter = interpreter_cls(model_path=path, num_threads=threads)
+            self._resolver = "default"
         self._interpreter.allocate_tensors()
         self._refresh_details()
         self._loaded: object = None
@@ -420,14 +720,41 @@ class TfliteSession(Session):
     def _raw_outputs(self) -> list:
         return [self._interpreter.get_tensor(d["index"]) for d in self._output_details]
 
+    def precision_settings(self) -> dict:
+        return {"op_resolver": self._resolver, "num_threads": self.threads}
+
+    def executed_precision(self, prepared: object) -> dict:
+        ops_details = getattr(self._interpreter, "_get_ops_details", None)
+        if ops_details is None:
+            return {"precision": "unknown", "counts": {}, "ops": 0, "source": "this interpreter lists no ops"}
+        types = {t["index"]: np.dtype(t["dtype"]).name for t in self._interpreter.get_tensor_details()}
+        layers, delegated = [], 0
+        for op in ops_details():
+            if op["op_name"] == "DELEGATE":
+                delegated += 1
+                continue
+            layers.append({"name": str(op["index"]), "type": op["op_name"],
+                           "precision": _op_precision([types.get(i) for i in op["inputs"] if i >= 0])})
+        summary = _executed_summary(layers, self.runtime, "LiteRT: tensor types of each op's inputs")
+        summary["xnnpack_partitions"] = delegated
+        return summary
+
+    def profile_layers(self, prepared: object, runs: int) -> list:
+        raise RunnerError("LiteRT's Python Interpreter (ai-edge-litert, tflite-runtime) exposes no op profiler; "
+                          "per-op times need the benchmark_model binary (--enable_op_profiling=true)")
+
 
 _SESSION_CLASSES = {"onnxruntime": OrtSession, "openvino": OpenVinoSession, "tflite": TfliteSession}
 
 
 def open_session(
-    path: str, threads: int = 1, cpus: list | None = None, runtime: str | None = None
+    path: str, threads: int = 1, cpus: list | None = None, runtime: str | None = None,
+    precision: str = "auto", cpu_flags=None,
 ) -> Session:
-    """Load an artifact with the runtime its extension implies (or ``runtime``), pinned to ``cpus``."""
+    """Load an artifact with the runtime its extension implies (or ``runtime``), pinned to ``cpus``.
+
+    ``precision`` "auto" is the artifact's own (OpenVINO IR rt_info, else f32); ``cpu_flags`` overrides
+    /proc/cpuinfo for the reduced-precision capability check (tests pin it)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise RunnerError(f"artifact not found: {path}")
@@ -450,7 +777,7 @@ def open_session(
         if not hasattr(os, "sched_setaffinity"):
             raise RunnerError("CPU pinning (os.sched_setaffinity) is not available on this platform")
         os.sched_setaffinity(0, [int(c) for c in cpus])
-    return _SESSION_CLASSES[runtime](path, int(threads))
+    return _SESSION_CLASSES[runtime](path, int(threads), precision, cpu_flags)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -523,6 +850,66 @@ def peak_rss_mb() -> float:
     if sys.platform == "darwin":
         return peak / (1024.0 * 1024.0)
     return peak / 1024.0
+
+
+def _proc_status_mb() -> dict:
+    """VmRSS / VmHWM of this process from /proc/self/status in MiB (empty off Linux).
+
+    Unlike ``ru_maxrss`` (which survives exec, so a child started by a big parent reports the parent's peak),
+    VmHWM belongs to this process image and can be reset (see :func:`reset_peak_rss`)."""
+    values = {}
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    values[key] = int(rest.split()[0]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return {}
+    return values
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0: clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class MemoryProbe:
+    """Process RSS before the runtime is imported, after the model is loaded and at its peak during inference."""
+
+    def __init__(self) -> None:
+        status = _proc_status_mb()
+        self.source = "/proc/self/status" if status else "ru_maxrss"
+        self.baseline_mb = status.get("VmRSS") if status else peak_rss_mb()
+        self.runtimes_already_imported = sorted(
+            name for name, modules in _RUNTIME_MODULES.items() if any(m[0] in sys.modules for m in modules))
+        self.loaded_mb = None
+        self.peak_mb = None
+        self.peak_scope = "process"
+
+    def loaded(self) -> None:
+        status = _proc_status_mb()
+        self.loaded_mb = status.get("VmRSS") if status else peak_rss_mb()
+        if status and reset_peak_rss():
+            self.peak_scope = "inference"
+
+    def peak(self) -> None:
+        status = _proc_status_mb()
+        self.peak_mb = status.get("VmHWM") if status else peak_rss_mb()
+
+    def to_dict(self, runtime: str) -> dict:
+        def share(value):
+            return None if value is None or self.baseline_mb is None else max(0.0, value - self.baseline_mb)
+
+        return {"baseline_mb": self.baseline_mb, "loaded_mb": self.loaded_mb, "peak_mb": self.peak_mb,
+                "model_loaded_mb": share(self.loaded_mb), "model_peak_mb": share(self.peak_mb),
+                "peak_scope": self.peak_scope, "source": self.source, "arena": _ARENA.get(runtime, ""),
+                "runtimes_imported_before_baseline": self.runtimes_already_imported}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -762,6 +1149,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--outputs", default=None, help="where to write the eval outputs (npz: out_0, ...)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--no-timing", action="store_true")
+    run.add_argument("--precision", default="auto", choices=["auto", "f32", "f16", "bf16"],
+                     help="compute precision to pin (auto: the artifact's own, else f32)")
+    run.add_argument("--profile", action="store_true", help="add per-layer times (runtime profiler)")
+    run.add_argument("--profile-runs", type=int, default=10)
     return parser
 
 
@@ -789,11 +1180,14 @@ def _command_run(args: argparse.Namespace) -> dict:
     inputs_file = load_npz(args.inputs) if args.inputs else None
     eval_arrays = load_npz(args.eval_path) if args.eval_path else None
 
+    memory = MemoryProbe()
     start = time.perf_counter_ns()
     session = open_session(
-        args.artifact, threads=args.threads, cpus=_parse_cpus(args.cpus), runtime=args.runtime
+        args.artifact, threads=args.threads, cpus=_parse_cpus(args.cpus), runtime=args.runtime,
+        precision=args.precision,
     )
     load_ms = (time.perf_counter_ns() - start) / 1e6
+    memory.loaded()
 
     feeds = inputs_file if inputs_file is not None else random_feeds(session, args.seed)
     prepared = session.prepare(feeds)
@@ -808,6 +1202,7 @@ def _command_run(args: argparse.Namespace) -> dict:
             warmup=args.warmup,
             max_runs=args.max_runs,
         )
+    memory.peak()  # the inference peak, before eval outputs pile up
     eval_samples = 0
     if eval_arrays is not None:
         outputs = run_eval(session, eval_arrays)
@@ -822,10 +1217,23 @@ def _command_run(args: argparse.Namespace) -> dict:
         "first_ms": first_ms,
         "latency": latency,
         "eval_samples": eval_samples,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": _proc_status_mb().get("VmHWM") or peak_rss_mb(),
+        "memory": memory.to_dict(session.runtime),
         "system": system_info(),
     }
     result.update(session.describe())
+    # read after timing and memory: ORT's reading needs a second (profiling) session
+    try:
+        result["executed"] = session.executed_precision(prepared)
+    except Exception as exc:  # noqa: BLE001 - a reading that fails must not lose the timing
+        result["executed"] = {"precision": "unknown", "error": _one_line(exc)}
+    if args.profile:
+        try:
+            layers = session.profile_layers(prepared, args.profile_runs)
+            result["profile"] = {"runs": args.profile_runs, "layers": layers[:200], "layer_count": len(layers),
+                                 "total_ms": sum(layer["ms"] for layer in layers)}
+        except Exception as exc:  # noqa: BLE001
+            result["profile"] = {"error": _one_line(exc)}
     return result
 
 

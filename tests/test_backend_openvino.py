@@ -86,10 +86,11 @@ def _export(backend: str, source, calib, out: Path, **options):
 
 
 def _run(xml: Path, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    import openvino as ov
+    """Through the runner, which pins the precision the IR records (never the plugin's CPU-dependent default)."""
+    from edgeq.targets.runner import open_session
 
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 1})
-    return [compiled(sample)[0] for sample in feeds]
+    session = open_session(str(xml), threads=1)
+    return [session.run(sample)[0] for sample in feeds]
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -180,7 +180,9 @@ def test_openvino_transformer_recipe_symmetric_without_smooth_quant_unless_asked
     assert default.recipe["preset"] == "performance" and default.recipe["graph"] == "transformer"
     evidence = default.recipe["graph_evidence"]  # OpenVINO fuses the ONNX form's attention into one SDPA op
     assert evidence["ScaledDotProductAttention"] >= 1 or evidence["activation_MatMul"] >= 2, evidence
-    compiled = ov.Core().compile_model(str(default.main), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    from edgeq.targets.runner import openvino_config
+
+    compiled = ov.Core().compile_model(str(default.main), "CPU", openvino_config(1, "f32"))  # pinned, any CPU
     sample = _samples((1, 8, 32), "tokens", count=9)[-1]  # not a calibration sample
     ref, got = source.reference(sample)[0].ravel(), compiled(sample)[0].ravel()
     assert float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got))) > 0.95

@@ -141,12 +141,18 @@ def _name_outputs(model: Any, names: list[str]) -> None:
             port.get_tensor().set_names({name})
 
 
-def save_ir(model: Any, out_dir: Path, compress_to_fp16: bool) -> Path:
-    """Write ``model.xml`` + ``model.bin`` into ``out_dir`` (the pipeline's private build directory)."""
+def save_ir(model: Any, out_dir: Path, compress_to_fp16: bool, precision: str = "fp32") -> Path:
+    """Write ``model.xml`` + ``model.bin`` into ``out_dir`` (the pipeline's private build directory).
+
+    The IR records the compute precision its backend name promises (rt_info ``edgeq/inference_precision``:
+    f32 for fp32 and int8, f16, bf16); the runner pins OpenVINO's ``INFERENCE_PRECISION_HINT`` to it."""
     import openvino as ov
+
+    from edgeq.targets.runner import OV_PRECISION_RT_KEY, compute_precision
 
     out_dir.mkdir(parents=True, exist_ok=True)
     main = out_dir / "model.xml"
+    model.set_rt_info(compute_precision(precision), OV_PRECISION_RT_KEY)
     ov.save_model(model, str(main), compress_to_fp16=compress_to_fp16)
     return main
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from edgeq.types import ExportOptions, SampleSet
 
 Runtime = Literal["onnxruntime", "openvino", "tflite"]
-Precision = Literal["fp32", "fp16", "int8", "dynamic"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "dynamic"]
 
 
 @dataclass

@@ -19,7 +19,7 @@ class OpenvinoFp32(Backend):
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         notes: list[str] = []
         model, route = convert_source(source, torch_route(options), notes)
-        main = save_ir(model, out_dir, compress_to_fp16=self.compress_to_fp16)
+        main = save_ir(model, out_dir, compress_to_fp16=self.compress_to_fp16, precision=self.precision)
         recipe = {"route": route, "weights": "fp16" if self.compress_to_fp16 else "fp32",
                   "compress_to_fp16": self.compress_to_fp16}
         return ExportedFiles(main=main, recipe=recipe, notes=[f"converted via the {route} route", *notes])

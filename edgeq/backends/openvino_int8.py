@@ -130,7 +130,7 @@ class OpenvinoInt8(Backend):
         fake_quantize = sum(counts[t] for t in QUANTIZED_OP_TYPES)
         if fake_quantize == 0:
             raise BackendError(f"NNCF inserted no quantizers into {source.name} (nothing quantizable found)")
-        main = save_ir(quantized, out_dir, compress_to_fp16=False)
+        main = save_ir(quantized, out_dir, compress_to_fp16=False, precision="int8")
         recipe = {
             "route": route, "quantizer": f"nncf {nncf.__version__}", "graph": kind, "graph_evidence": evidence,
             "model_type": "transformer" if kind == "transformer" else None, "preset": preset,

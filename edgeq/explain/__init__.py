@@ -24,7 +24,7 @@ class HeavyOp:
 
     name: str
     op_type: str
-    precision: str  # "int8" | "fp32" | "fp16"
+    precision: str  # "int8" | "fp32" | "fp16" | "bf16"
     reason: str = ""
 
 

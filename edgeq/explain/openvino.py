@@ -1,32 +1,52 @@
-"""OpenVINO: heavy-op precision from the runtime model the CPU plugin actually compiled (runtimePrecision)."""
+"""OpenVINO: heavy-op precision from the runtime model the CPU plugin actually compiled (runtimePrecision).
+
+The model is compiled the way the runner compiles it (``openvino_config``: the precision hint pinned to what the
+artifact's name promises, never the plugin's default, which is BF16 on AVX512-BF16/AMX CPUs and f16 on ARM)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from edgeq.errors import BackendError
 from edgeq.explain import Explanation, HeavyOp, cpu_int8_features, verdict_for
 from edgeq.types import Feeds
 
 HEAVY_LAYER_TYPES = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm",
                      "FullyConnectedCompressed"}
+_LABELS = {"i8": "int8", "u8": "int8", "f16": "fp16", "bf16": "bf16", "f32": "fp32"}
 
 
 def explain_openvino(path: Path, feeds: list[Feeds] | None) -> Explanation:
     import openvino as ov
 
+    from edgeq.targets.runner import (
+        OV_PRECISION_RT_KEY,
+        RunnerError,
+        choose_precision,
+        openvino_config,
+        ov_text,
+        short_type,
+    )
+
     core = ov.Core()
     model = core.read_model(str(path))
     quantized = any(op.get_type_name() == "FakeQuantize" or op.get_element_type().get_type_name() in ("i8", "u8")
                     for op in model.get_ops() if op.get_output_size() > 0)
-    runtime_model = core.compile_model(model, "CPU").get_runtime_model()
+    wanted = ov_text(model.get_rt_info(OV_PRECISION_RT_KEY)) if model.has_rt_info(OV_PRECISION_RT_KEY) else "f32"
+    try:
+        hint, _note = choose_precision(wanted, "openvino")
+    except RunnerError as exc:
+        raise BackendError(f"{path}: {exc}") from None
+    runtime_model = core.compile_model(model, "CPU", openvino_config(1, hint)).get_runtime_model()
     ops: list[HeavyOp] = []
     for op in runtime_model.get_ordered_ops():
         info = op.get_rt_info()
-        layer_type = str(info["layerType"]) if "layerType" in info else op.get_type_name()
+        keys = list(info.keys())
+        layer_type = ov_text(info["layerType"]) if "layerType" in keys else op.get_type_name()
         if layer_type not in HEAVY_LAYER_TYPES:
             continue
-        precision = str(info["runtimePrecision"]).lower() if "runtimePrecision" in info else "unknown"
-        label = "int8" if precision in ("i8", "u8") else ("fp16" if precision in ("f16", "bf16") else "fp32")
+        precision = short_type(ov_text(info["runtimePrecision"])) if "runtimePrecision" in keys else "unknown"
+        label = _LABELS.get(precision, precision)
         reason = "" if label == "int8" or not quantized else "the CPU plugin kept this layer in float (no quantized pattern around it)"
         ops.append(HeavyOp(op.get_friendly_name(), layer_type, label, reason))
     features = cpu_int8_features()
