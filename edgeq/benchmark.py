@@ -30,6 +30,7 @@ from edgeq.devices.config import DevicesFile, LocalDeviceConfig
 from edgeq.errors import ConfigError, DeviceError, EdgeqError
 from edgeq.manifest import Artifact, Manifest, atomic_write_text, find_manifests
 from edgeq.results import CellResult, Latency, cell_id
+from edgeq.targets.runner import precision_matches
 
 RESULTS_NAME = "results.json"
 REFERENCE_PRECISION = "fp32"
@@ -53,6 +54,7 @@ class BenchRequest:
     timeout_s: float = 600.0
     force: bool = False
     retry_failed: bool = False
+    profile: bool = False
 
 
 @dataclass
@@ -211,9 +213,14 @@ def result_from_runner(cell: Cell, runner: dict[str, Any], started_at: str, dura
         lat = dict(runner["latency"])
         lat.setdefault("throughput", lat.get("throughput_ips") or (1000.0 / lat["mean_ms"] if lat.get("mean_ms") else 0.0))
         latency = Latency(**lat)
+    executed = dict(runner.get("executed") or {})
+    executed_precision = executed.get("precision") if executed.get("precision") != "unknown" else None
     return CellResult(status="ok", load_ms=runner.get("load_ms"), first_ms=runner.get("first_ms"), latency=latency,
                       peak_rss_mb=runner.get("peak_rss_mb"), system=runner.get("system") or {},
                       runtime_version=runner.get("runtime_version"), eval_samples=runner.get("eval_samples", 0),
+                      memory=runner.get("memory") or {}, executed=executed, executed_precision=executed_precision,
+                      precision_match=precision_matches(cell.artifact.precision, executed_precision or ""),
+                      pinned_precision=runner.get("pinned_precision") or {}, profile=runner.get("profile"),
                       **base)
 
 
@@ -282,7 +289,7 @@ class _Runner:
             self.outputs_dir.mkdir(parents=True, exist_ok=True)
             outputs = self.outputs_dir / f".{cell.id}.partial.npz"
         settings = RunSettings(runs=self.request.runs, min_seconds=self.request.min_seconds,
-                               warmup=self.request.warmup, seed=self.request.seed)
+                               warmup=self.request.warmup, seed=self.request.seed, profile=self.request.profile)
         try:
             runner = device.run_cell(cell.files, cell.threads, cell.cpus, settings, eval_npz,
                                      self.request.timeout_s, outputs_path=outputs)
@@ -396,7 +403,7 @@ def run_bench(request: BenchRequest, on_plan: Callable[[int, int], None] | None 
         raise EdgeqError(f"results directory {out} is not writable ({exc.strerror or exc})") from None
     eval_data = prepare_eval(request.eval_spec, manifests, out, request.eval_samples) if request.eval_spec else None
     settings = RunSettings(runs=request.runs, min_seconds=request.min_seconds, warmup=request.warmup,
-                           seed=request.seed)
+                           seed=request.seed, profile=request.profile)
     cells = plan_cells(manifests, devices, settings, eval_data)
     runner = _Runner(request, cells, eval_data, on_cell or (lambda cell, result: None))
     todo, skipped = runner.pending()

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RESULT_SCHEMA_VERSION = "1.0"
+RESULT_SCHEMA_VERSION = "1.1"  # 1.1 adds executed precision, memory, profile
 
 
 class Latency(BaseModel):
@@ -45,7 +45,17 @@ class CellResult(BaseModel):
     load_ms: float | None = None
     first_ms: float | None = None
     latency: Latency | None = None
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = Field(None, description="Peak RSS of the runner process (VmHWM) in MiB.")
+    memory: dict[str, object] = Field({}, description="RSS before the runtime import (baseline_mb), after load "
+                                      "(loaded_mb), peak during inference (peak_mb) and the model's share "
+                                      "(model_loaded_mb, model_peak_mb = minus baseline), MiB.")
+    executed_precision: str | None = Field(None, description="What the runtime executed, as it reports it: "
+                                           "f32, bf16, f16, int8, int8+f32 …")
+    precision_match: bool | None = Field(None, description="False when the executed precision is not the one "
+                                         "the artifact's name promises.")
+    executed: dict[str, object] = Field({}, description="Per-precision op counts and where they were read.")
+    pinned_precision: dict[str, object] = Field({}, description="The precision setting passed to the runtime.")
+    profile: dict[str, object] | None = Field(None, description="--profile: per-layer mean ms + precision.")
     system: dict[str, object] = {}
     metrics: dict[str, float] = Field({}, description="Task metrics on the eval set, e.g. top1.")
     fidelity: dict[str, float | None] = Field({}, description="Against the FP32 artifact of the same device.")

@@ -120,7 +120,7 @@ HEAVY_OPS = {
                     "ConvInteger", "MatMulInteger", "FusedConv", "FusedGemm", "FusedMatMul", "NchwcConv",
                     "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "Attention", "MultiHeadAttention"},
     "openvino": {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm",
-                 "FullyConnectedCompressed", "ScaledDotProductAttention"},
+                 "FullyConnectedCompressed", "FullyConnectedQuantizedLegacy", "ScaledDotProductAttention"},
     "tflite": {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"},
 }
 # what each runtime's Python API says about its memory arena (none exposes the arena's size)
@@ -362,7 +362,7 @@ class Session:
             "runtime_version": self.runtime_version,
             "inputs": [d.to_dict() for d in self.inputs],
             "outputs": [d.to_dict() for d in self.outputs],
-            "precision": {"requested": self.precision_requested, "pinned": self.precision,
+            "pinned_precision": {"requested": self.precision_requested, "pinned": self.precision,
                           "note": self.precision_note, "settings": self.precision_settings()},
         }
 
@@ -500,6 +500,33 @@ def ov_text(value: object) -> str:
     return str(value)
 
 
+def openvino_runtime_layers(compiled) -> list:
+    """Layers of a compiled model as the CPU plugin runs them: {"name", "type", "precision", "kernel"}.
+
+    The precision is read from the kernel's name (primitiveType "brgconv_avx512_bf16", "brgemm_avx512_I8",
+    "gemm_mlas_f32"); runtimePrecision alone is not enough: it says f16 for an FP16-weights layer that an x86 CPU
+    decompresses and computes with an f32 kernel."""
+    layers = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        keys = list(info.keys())
+        layer_type = ov_text(info["layerType"]) if "layerType" in keys else op.get_type_name()
+        if layer_type in ("Input", "Output", "Const", "Parameter", "Result", "Constant"):
+            continue
+        kernel = ov_text(info["primitiveType"]) if "primitiveType" in keys else ""
+        precision = _kernel_precision(kernel)
+        if not precision:
+            precision = short_type(ov_text(info["runtimePrecision"])) if "runtimePrecision" in keys else "unknown"
+        layers.append({"name": op.get_friendly_name(), "type": layer_type, "precision": precision, "kernel": kernel})
+    return layers
+
+
+def _kernel_precision(kernel: str) -> str:
+    """"brgconv_avx512_bf16" -> "bf16", "jit_avx512_I8" -> "i8"; "" when the name ends in no precision."""
+    precision = short_type(kernel.rsplit("_", 1)[-1]) if "_" in kernel else ""
+    return precision if precision in _INT_PRECISIONS + _FLOAT_PRECISIONS else ""
+
+
 def _ov_type_name(value: object) -> str:
     getter = getattr(value, "get_type_name", None)
     return short_type(getter() if getter else value)
@@ -583,26 +610,15 @@ class OpenVinoSession(Session):
         settings["compiled_INFERENCE_PRECISION_HINT"] = taken
         return settings
 
-    def _runtime_layers(self, compiled) -> list:
-        layers = []
-        for op in compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            keys = list(info.keys())
-            layer_type = ov_text(info["layerType"]) if "layerType" in keys else op.get_type_name()
-            if layer_type in ("Input", "Output", "Const", "Parameter", "Result", "Constant"):
-                continue
-            precision = short_type(ov_text(info["runtimePrecision"])) if "runtimePrecision" in keys else "unknown"
-            layers.append({"name": op.get_friendly_name(), "type": layer_type, "precision": precision})
-        return layers
-
     def executed_precision(self, prepared: object) -> dict:
-        return _executed_summary(self._runtime_layers(self._compiled), self.runtime,
-                                 "OpenVINO compiled model: runtimePrecision of each layer (get_runtime_model)")
+        return _executed_summary(openvino_runtime_layers(self._compiled), self.runtime,
+                                 "OpenVINO compiled model (get_runtime_model): each layer's kernel "
+                                 "(primitiveType, e.g. brgconv_avx512_bf16), else its runtimePrecision")
 
     def profile_layers(self, prepared: object, runs: int) -> list:
         """A second compiled model with PERF_COUNT on (the timed one stays unprofiled); per-node real time."""
         compiled = self._core.compile_model(self.path, "CPU", dict(self._config, PERF_COUNT="YES"))
-        precisions = {layer["name"]: layer["precision"] for layer in self._runtime_layers(compiled)}
+        precisions = {layer["name"]: layer["precision"] for layer in openvino_runtime_layers(compiled)}
         request = compiled.create_infer_request()
         for index, tensor in enumerate(prepared):
             request.set_input_tensor(index, tensor)
@@ -615,7 +631,7 @@ class OpenVinoSession(Session):
                 exec_type = str(info.exec_type)
                 layer = layers.setdefault(info.node_name, {
                     "name": info.node_name, "type": str(info.node_type),
-                    "precision": precisions.get(info.node_name) or short_type(exec_type.rsplit("_", 1)[-1]),
+                    "precision": _kernel_precision(exec_type) or precisions.get(info.node_name, "unknown"),
                     "exec": exec_type, "us": 0.0})
                 layer["us"] += info.real_time.total_seconds() * 1e6
         return _mean_ms(list(layers.values()), runs)

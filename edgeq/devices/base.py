@@ -73,14 +73,21 @@ class RunSettings:
     warmup: int = 5
     seed: int = 0
     timing: bool = True
+    profile: bool = False
 
     def runner_args(self) -> list[str]:
         args = ["--runs", str(self.runs), "--min-seconds", str(self.min_seconds), "--warmup", str(self.warmup),
                 "--seed", str(self.seed)]
+        if self.profile:
+            args.append("--profile")
         return args if self.timing else [*args, "--no-timing"]
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Settings that identify a cell (``profile`` only when on, so earlier cell ids stay valid)."""
+        settings = asdict(self)
+        if not self.profile:
+            settings.pop("profile")
+        return settings
 
 
 def runner_path() -> Path:

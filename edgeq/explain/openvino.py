@@ -1,4 +1,4 @@
-"""OpenVINO: heavy-op precision from the runtime model the CPU plugin actually compiled (runtimePrecision).
+"""OpenVINO: heavy-op precision from the runtime model the CPU plugin actually compiled (each layer's kernel).
 
 The model is compiled the way the runner compiles it (``openvino_config``: the precision hint pinned to what the
 artifact's name promises, never the plugin's default, which is BF16 on AVX512-BF16/AMX CPUs and f16 on ARM)."""
@@ -12,7 +12,7 @@ from edgeq.explain import Explanation, HeavyOp, cpu_int8_features, verdict_for
 from edgeq.types import Feeds
 
 HEAVY_LAYER_TYPES = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm",
-                     "FullyConnectedCompressed"}
+                     "FullyConnectedCompressed", "FullyConnectedQuantizedLegacy"}
 _LABELS = {"i8": "int8", "u8": "int8", "f16": "fp16", "bf16": "bf16", "f32": "fp32"}
 
 
@@ -24,8 +24,8 @@ def explain_openvino(path: Path, feeds: list[Feeds] | None) -> Explanation:
         RunnerError,
         choose_precision,
         openvino_config,
+        openvino_runtime_layers,
         ov_text,
-        short_type,
     )
 
     core = ov.Core()
@@ -37,17 +37,13 @@ def explain_openvino(path: Path, feeds: list[Feeds] | None) -> Explanation:
         hint, _note = choose_precision(wanted, "openvino")
     except RunnerError as exc:
         raise BackendError(f"{path}: {exc}") from None
-    runtime_model = core.compile_model(model, "CPU", openvino_config(1, hint)).get_runtime_model()
+    compiled = core.compile_model(model, "CPU", openvino_config(1, hint))
     ops: list[HeavyOp] = []
-    for op in runtime_model.get_ordered_ops():
-        info = op.get_rt_info()
-        keys = list(info.keys())
-        layer_type = ov_text(info["layerType"]) if "layerType" in keys else op.get_type_name()
-        if layer_type not in HEAVY_LAYER_TYPES:
+    for layer in openvino_runtime_layers(compiled):
+        if layer["type"] not in HEAVY_LAYER_TYPES:
             continue
-        precision = short_type(ov_text(info["runtimePrecision"])) if "runtimePrecision" in keys else "unknown"
-        label = _LABELS.get(precision, precision)
+        label = _LABELS.get(layer["precision"], layer["precision"])
         reason = "" if label == "int8" or not quantized else "the CPU plugin kept this layer in float (no quantized pattern around it)"
-        ops.append(HeavyOp(op.get_friendly_name(), layer_type, label, reason))
+        ops.append(HeavyOp(layer["name"], layer["type"], label, reason))
     features = cpu_int8_features()
     return Explanation(str(path), "openvino", ops, {}, features, verdict_for(ops, features, quantized))

@@ -49,6 +49,13 @@ def _speedup(row: ReportRow) -> str:
     return f"{row.speedup:.2f}×" if row.speedup is not None else ""
 
 
+def _executed(row: ReportRow) -> str:
+    """The executed precision; "≠" marks one that is not what the artifact's name says."""
+    if not row.executed_precision:
+        return ""
+    return row.executed_precision + (" ≠" if row.precision_match is False else "")
+
+
 def _status(row: ReportRow) -> str:
     if row.status != "ok":
         return f"FAILED: {row.error or 'no reason recorded'}"
@@ -73,6 +80,7 @@ def columns(report: Report) -> list[Column]:
         ("model", "model", lambda r: r.model),
         ("backend", "backend", lambda r: r.backend),
         ("precision", "prec.", lambda r: r.precision),
+        ("executed_precision", "ran", _executed),
         ("threads", "thr", lambda r: str(r.threads)),
         ("size_mb", "size MB", lambda r: _num(r.size_mb, 3)),
         ("p50_ms", "p50 ms", lambda r: _num(r.p50_ms, 3)),
@@ -82,6 +90,7 @@ def columns(report: Report) -> list[Column]:
         ("throughput", "inf/s", lambda r: _num(r.throughput, 1)),
         ("load_ms", "load ms", lambda r: _num(r.load_ms, 1)),
         ("peak_rss_mb", "RSS MB", lambda r: _num(r.peak_rss_mb, 0)),
+        ("model_peak_mb", "model MB", lambda r: _num(r.model_peak_mb, 1)),
         ("metric", metric_header(report), _metric),
         ("metric_delta", "Δ vs FP32", _delta),
         ("cosine_min", "cos min vs FP32", _cosine),
@@ -104,6 +113,10 @@ def visible_columns(report: Report) -> list[Column]:
 def _footnotes(report: Report) -> list[str]:
     notes = ["speed-up: p50 of the FP32 artifact of the same runtime, device and threads ÷ this p50 "
              "(> 1 is faster); not computed on emulated devices."]
+    if any(r.executed_precision for r in report.rows):
+        notes.append("ran: the precision the runtime executed (its heavy ops), as it reports it; ≠ marks a "
+                     "precision other than the artifact's name. model MB: peak RSS during inference − RSS before "
+                     "the runtime was imported (runtime libraries + model + arena).")
     if any(not r.delta_same_runtime for r in report.rows if r.metric_delta is not None):
         notes.append("Δ marked * is against the FP32 artifact of another runtime (no FP32 of the same runtime).")
     return notes
@@ -138,6 +151,8 @@ def render_table(report: Report, width: int | None = None, color: bool = True) -
                 console.print(f"  [red]FAILED[/red] {row.backend} ×{row.threads}"
                               f"{' (' + row.model + ')' if show_model else ''}: {row.error or 'no reason recorded'}",
                               highlight=False, markup=True)
+    for line in profile_lines(report):
+        console.print(line, markup=False, highlight=False)
     if report.anomalies:
         console.print("[bold]Findings[/bold]")
         for note in report.anomalies:
@@ -147,6 +162,22 @@ def render_table(report: Report, width: int | None = None, color: bool = True) -
     for note in _footnotes(report):
         console.print(f"[dim]{note}[/dim]")
     return buffer.getvalue()
+
+
+def profile_lines(report: Report) -> list[str]:
+    """Per profiled cell: its slowest layers (mean ms per run, share of the profiled total, executed precision)."""
+    lines = []
+    for profile in report.profiles:
+        total = f" (all layers: {profile.total_ms:.4g} ms per run)" if profile.total_ms else ""
+        lines.append(f"Top layers by time: {profile.label}" + ("" if profile.error else total))
+        if profile.error:
+            lines.append(f"  no per-layer profile: {profile.error}")
+        for layer in profile.layers:
+            ms = float(layer.get("ms") or 0.0)  # type: ignore[arg-type]
+            share = f"{100 * ms / profile.total_ms:5.1f} %" if profile.total_ms else ""
+            lines.append(f"  {ms:9.4f} ms {share}  {str(layer.get('precision', '')):5}  "
+                         f"{str(layer.get('type', ''))[:28]:28}  {str(layer.get('name', ''))[:60]}")
+    return lines
 
 
 def _md_escape(text: str) -> str:
@@ -167,6 +198,8 @@ def render_markdown(report: Report) -> str:
                                  for k, _, _ in cols) + "|"]
         lines += ["| " + " | ".join(_md_escape(fmt(r)) for _, _, fmt in cols) + " |" for r in rows]
         lines.append("")
+    if report.profiles:
+        lines += ["## Top layers by time (--profile)", ""] + [f"    {line}" for line in profile_lines(report)] + [""]
     if report.anomalies:
         lines += ["## Findings", ""] + [f"- {_md_escape(n)}" for n in report.anomalies] + [""]
     if report.problems:

@@ -61,10 +61,41 @@ class ReportRow:
     top1_agreement: float | None = None
     speedup: float | None = None  # FP32 p50 / this p50, same runtime/device/threads; > 1 is faster
     speedup_reference: str | None = None
+    executed_precision: str | None = None  # as the runtime reports it (f32, bf16, int8, int8+f32 …)
+    precision_match: bool | None = None  # False: not what the artifact's name says
+    model_loaded_mb: float | None = None  # RSS after load − RSS before the runtime import
+    model_peak_mb: float | None = None  # peak RSS during inference − RSS before the runtime import
 
     @property
     def fidelity_value(self) -> float | None:
         return self.cosine_min
+
+
+@dataclass
+class CellProfile:
+    """The slowest layers of one profiled cell (``edgeq bench --profile``), or why the runtime gave none."""
+
+    label: str
+    total_ms: float | None
+    layers: list[dict[str, object]]
+    error: str | None = None
+
+
+TOP_LAYERS = 10
+
+
+def cell_profiles(cells: list[CellResult], top: int = TOP_LAYERS) -> list[CellProfile]:
+    """Per profiled ok cell: its ``top`` layers by time (mean ms per run, as the runtime measured them)."""
+    found = []
+    for cell in cells:
+        if cell.status != "ok" or not cell.profile:
+            continue
+        label = f"{cell.model}/{cell.backend} on {cell.device} ×{cell.threads}"
+        layers = list(cell.profile.get("layers") or [])  # type: ignore[call-overload]
+        total = cell.profile.get("total_ms")
+        found.append(CellProfile(label, float(total) if isinstance(total, (int, float)) else None, layers[:top],
+                                 str(cell.profile["error"]) if cell.profile.get("error") else None))
+    return found
 
 
 @dataclass
@@ -75,6 +106,7 @@ class Report:
     anomalies: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # unreadable result files
     source: str = ""
+    profiles: list[CellProfile] = field(default_factory=list)  # cells benched with --profile
 
     def devices(self) -> list[str]:
         """Devices in display order: real devices first, then emulated ones, each alphabetical."""
@@ -83,7 +115,7 @@ class Report:
 
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "rows": [asdict(r) for r in self.rows], "anomalies": self.anomalies,
-                "problems": self.problems}
+                "problems": self.problems, "profiles": [asdict(p) for p in self.profiles]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,6 +226,9 @@ def build_rows(cells: list[CellResult]) -> list[ReportRow]:
             p99_ms=lat.p99_ms if lat else None, throughput=lat.throughput if lat else None,
             peak_rss_mb=cell.peak_rss_mb if cell.status == "ok" else None,
             cosine_min=cos, top1_agreement=agree,
+            executed_precision=cell.executed_precision if cell.status == "ok" else None,
+            precision_match=cell.precision_match if cell.status == "ok" else None,
+            model_loaded_mb=_memory(cell, "model_loaded_mb"), model_peak_mb=_memory(cell, "model_peak_mb"),
         )
         if cell.status == "ok":
             if metric_name is not None and metric_name in cell.metrics:
@@ -213,6 +248,11 @@ def build_rows(cells: list[CellResult]) -> list[ReportRow]:
         rows.append(row)
     rows.sort(key=_row_order)
     return rows
+
+
+def _memory(cell: CellResult, key: str) -> float | None:
+    value = cell.memory.get(key) if cell.status == "ok" else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _row_order(row: ReportRow) -> tuple[object, ...]:
@@ -268,7 +308,7 @@ def find_anomalies(cells: list[CellResult], rows: list[ReportRow]) -> list[str]:
     for row in real_rows:
         if row.precision == REFERENCE_PRECISION or row.speedup is None or row.speedup >= 1 / SLOWER_FACTOR:
             continue
-        if row.precision == "fp16":
+        if row.precision in ("fp16", "bf16"):
             hint = ("FP16 saves size only: CPUs without native FP16 arithmetic (x86 without AVX512-FP16, ARM "
                     "without asimdhp) convert to FP32 at run time")
         else:
@@ -329,6 +369,12 @@ def find_anomalies(cells: list[CellResult], rows: list[ReportRow]) -> list[str]:
                 notes.append(f"{backend} on {device} is slower with {_plural(more.threads, 'thread')} than with "
                              f"{fewer.threads} ({more.p50_ms:.3g} vs {fewer.p50_ms:.3g} ms p50): threading overhead "
                              f"outweighs the work (small model or busy cores)")
+    for row in rows:
+        if row.status == "ok" and row.precision_match is False:
+            note = str(by_id[row.cell_id].pinned_precision.get("note") or "")
+            notes.append(f"{row.backend} on {row.device} ({_plural(row.threads, 'thread')}) executed "
+                         f"{row.executed_precision}, not what its name says ({row.precision})"
+                         + (f": {note}" if note else ""))
     for device in sorted({r.device for r in rows if r.emulated}):
         notes.append(f"{device} is emulated: its timings are not meaningful and are not ranked or compared; "
                      f"accuracy and fidelity are real")
@@ -344,7 +390,8 @@ def build_report(results_dir: Path) -> Report:
     problems: list[str] = []
     cells = load_results(results_dir, problems.append)
     rows = build_rows(cells)
-    return Report(rows=rows, anomalies=find_anomalies(cells, rows), problems=problems, source=str(results_dir))
+    return Report(rows=rows, anomalies=find_anomalies(cells, rows), problems=problems, source=str(results_dir),
+                  profiles=cell_profiles(cells))
 
 
 # ---------------------------------------------------------------------------------------------------------------
