@@ -298,7 +298,7 @@ class Session:
 
     runtime = ""
 
-    def __init__(self, path: str, threads: int, precision: str = "auto", flags=None) -> None:
+    def __init__(self, path: str, threads: int, precision: str = "auto", cpu=None) -> None:
         self.path = path
         self.threads = threads
         self.runtime_version = ""
@@ -308,11 +308,12 @@ class Session:
         self.precision_requested = precision
         self.precision = "f32"  # the compute precision pinned in the runtime's settings
         self.precision_note = ""
-        self._flags = flags
+        self._cpu = cpu or (None, None)  # (machine, flags) pinned by tests; None: this CPU
 
     def _pin_precision(self, requested: str) -> None:
         self.precision_requested = requested
-        self.precision, self.precision_note = choose_precision(requested, self.runtime, flags=self._flags)
+        machine, flags = self._cpu
+        self.precision, self.precision_note = choose_precision(requested, self.runtime, machine, flags)
 
     # -- runtime-specific -------------------------------------------------------------------------
     def prepare(self, feeds: dict) -> object:
@@ -388,8 +389,8 @@ class OrtSession(Session):
     # ORT's only CPU reduced-precision switch: BF16 fast-math GEMMs on arm64 (off by default; pinned off)
     _CONFIG = {"mlas.enable_gemm_fastmath_arm64_bfloat16": "0"}
 
-    def __init__(self, path: str, threads: int, precision: str = "auto", flags=None) -> None:
-        super().__init__(path, threads, precision, flags)
+    def __init__(self, path: str, threads: int, precision: str = "auto", cpu=None) -> None:
+        super().__init__(path, threads, precision, cpu)
         self._pin_precision("f32" if precision == "auto" else precision)
         import onnxruntime as ort
 
@@ -555,8 +556,8 @@ class OpenVinoSession(Session):
 
     runtime = "openvino"
 
-    def __init__(self, path: str, threads: int, precision: str = "auto", flags=None) -> None:
-        super().__init__(path, threads, precision, flags)
+    def __init__(self, path: str, threads: int, precision: str = "auto", cpu=None) -> None:
+        super().__init__(path, threads, precision, cpu)
         core_cls, self._tensor_cls, self.runtime_version = _import_openvino()
         self._core = core = core_cls()
         model = core.read_model(path)
@@ -665,8 +666,8 @@ class TfliteSession(Session):
 
     runtime = "tflite"
 
-    def __init__(self, path: str, threads: int, precision: str = "auto", flags=None) -> None:
-        super().__init__(path, threads, precision, flags)
+    def __init__(self, path: str, threads: int, precision: str = "auto", cpu=None) -> None:
+        super().__init__(path, threads, precision, cpu)
         self._pin_precision("f32" if precision == "auto" else precision)
         interpreter_cls, self.runtime_version = _import_tflite_interpreter()
         resolver = getattr(sys.modules[interpreter_cls.__module__], "OpResolverType", None)
@@ -765,12 +766,12 @@ _SESSION_CLASSES = {"onnxruntime": OrtSession, "openvino": OpenVinoSession, "tfl
 
 def open_session(
     path: str, threads: int = 1, cpus: list | None = None, runtime: str | None = None,
-    precision: str = "auto", cpu_flags=None,
+    precision: str = "auto", cpu: tuple | None = None,
 ) -> Session:
     """Load an artifact with the runtime its extension implies (or ``runtime``), pinned to ``cpus``.
 
-    ``precision`` "auto" is the artifact's own (OpenVINO IR rt_info, else f32); ``cpu_flags`` overrides
-    /proc/cpuinfo for the reduced-precision capability check (tests pin it)."""
+    ``precision`` "auto" is the artifact's own (OpenVINO IR rt_info, else f32); ``cpu`` = (machine, flags)
+    overrides platform.machine() and /proc/cpuinfo for the reduced-precision capability check (tests pin it)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise RunnerError(f"artifact not found: {path}")
@@ -793,7 +794,7 @@ def open_session(
         if not hasattr(os, "sched_setaffinity"):
             raise RunnerError("CPU pinning (os.sched_setaffinity) is not available on this platform")
         os.sched_setaffinity(0, [int(c) for c in cpus])
-    return _SESSION_CLASSES[runtime](path, int(threads), precision, cpu_flags)
+    return _SESSION_CLASSES[runtime](path, int(threads), precision, cpu)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -905,12 +906,14 @@ class MemoryProbe:
         self.runtimes_already_imported = sorted(
             name for name, modules in _RUNTIME_MODULES.items() if any(m[0] in sys.modules for m in modules))
         self.loaded_mb = None
+        self.load_peak_mb = None
         self.peak_mb = None
         self.peak_scope = "process"
 
     def loaded(self) -> None:
         status = _proc_status_mb()
         self.loaded_mb = status.get("VmRSS") if status else peak_rss_mb()
+        self.load_peak_mb = status.get("VmHWM") if status else None
         if status and reset_peak_rss():
             self.peak_scope = "inference"
 
@@ -923,7 +926,8 @@ class MemoryProbe:
             return None if value is None or self.baseline_mb is None else max(0.0, value - self.baseline_mb)
 
         return {"baseline_mb": self.baseline_mb, "loaded_mb": self.loaded_mb, "peak_mb": self.peak_mb,
-                "model_loaded_mb": share(self.loaded_mb), "model_peak_mb": share(self.peak_mb),
+                "load_peak_mb": self.load_peak_mb, "model_loaded_mb": share(self.loaded_mb),
+                "model_peak_mb": share(self.peak_mb), "model_load_peak_mb": share(self.load_peak_mb),
                 "peak_scope": self.peak_scope, "source": self.source, "arena": _ARENA.get(runtime, ""),
                 "runtimes_imported_before_baseline": self.runtimes_already_imported}
 

@@ -20,12 +20,13 @@ class OpenvinoBf16(OpenvinoFp32):
     compress_to_fp16 = False
 
     @classmethod
-    def check_available(cls, flags: set[str] | None = None) -> None:
-        """Refuse (one line) on a CPU without BF16 arithmetic; ``flags`` pins the CPU flags (tests)."""
+    def check_available(cls, cpu: tuple[str, set[str]] | None = None) -> None:
+        """Refuse (one line) on a CPU without BF16 arithmetic; ``cpu`` = (machine, flags) pins the CPU (tests)."""
         super().check_available()
         from edgeq.targets.runner import RunnerError, choose_precision
 
+        machine, flags = cpu or (platform.machine(), None)
         try:
-            choose_precision("bf16", cls.runtime, platform.machine(), flags)
+            choose_precision("bf16", cls.runtime, machine, flags)
         except RunnerError as exc:
             raise BackendUnavailable(f"backend {cls.name}: {exc}") from None

@@ -115,8 +115,9 @@ def _footnotes(report: Report) -> list[str]:
              "(> 1 is faster); not computed on emulated devices."]
     if any(r.executed_precision for r in report.rows):
         notes.append("ran: the precision the runtime executed (its heavy ops), as it reports it; ≠ marks a "
-                     "precision other than the artifact's name. model MB: peak RSS during inference − RSS before "
-                     "the runtime was imported (runtime libraries + model + arena).")
+                     "precision other than the artifact's name. model MB: the runner's peak RSS (during load or "
+                     "inference, the larger) − its RSS before the runtime was imported (runtime libraries + model "
+                     "+ arena).")
     if any(not r.delta_same_runtime for r in report.rows if r.metric_delta is not None):
         notes.append("Δ marked * is against the FP32 artifact of another runtime (no FP32 of the same runtime).")
     return notes

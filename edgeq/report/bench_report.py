@@ -64,7 +64,7 @@ class ReportRow:
     executed_precision: str | None = None  # as the runtime reports it (f32, bf16, int8, int8+f32 …)
     precision_match: bool | None = None  # False: not what the artifact's name says
     model_loaded_mb: float | None = None  # RSS after load − RSS before the runtime import
-    model_peak_mb: float | None = None  # peak RSS during inference − RSS before the runtime import
+    model_peak_mb: float | None = None  # peak RSS (load or inference, the larger) − RSS before the runtime import
 
     @property
     def fidelity_value(self) -> float | None:
@@ -228,7 +228,8 @@ def build_rows(cells: list[CellResult]) -> list[ReportRow]:
             cosine_min=cos, top1_agreement=agree,
             executed_precision=cell.executed_precision if cell.status == "ok" else None,
             precision_match=cell.precision_match if cell.status == "ok" else None,
-            model_loaded_mb=_memory(cell, "model_loaded_mb"), model_peak_mb=_memory(cell, "model_peak_mb"),
+            model_loaded_mb=_memory(cell, "model_loaded_mb"),
+            model_peak_mb=_memory(cell, "model_peak_mb", "model_load_peak_mb"),
         )
         if cell.status == "ok":
             if metric_name is not None and metric_name in cell.metrics:
@@ -250,9 +251,11 @@ def build_rows(cells: list[CellResult]) -> list[ReportRow]:
     return rows
 
 
-def _memory(cell: CellResult, key: str) -> float | None:
-    value = cell.memory.get(key) if cell.status == "ok" else None
-    return float(value) if isinstance(value, (int, float)) else None
+def _memory(cell: CellResult, *keys: str) -> float | None:
+    """The largest of the cell's memory figures ``keys`` (MiB), None when it has none."""
+    values = [cell.memory.get(key) for key in keys] if cell.status == "ok" else []
+    numbers = [float(v) for v in values if isinstance(v, (int, float))]
+    return max(numbers) if numbers else None
 
 
 def _row_order(row: ReportRow) -> tuple[object, ...]:
