@@ -27,7 +27,7 @@ _ALIASES: dict[str, Callable[[ReportRow], float | None]] = {
     "fidelity": lambda r: r.cosine_min,
     "cosine": lambda r: r.cosine_min,
     "agreement": lambda r: r.top1_agreement,
-    "speedup": lambda r: r.speedup,
+    "speedup": lambda r: r.speedup if r.speedup_reference != r.backend else None,  # FP32 rows: the reference
 }
 
 

@@ -235,9 +235,12 @@ def choose_precision(requested: str, runtime: str, machine: str | None = None, f
     if wanted == "bf16":
         if runtime != "openvino":
             raise RunnerError(f"bf16 is an OpenVINO row; {runtime} has no BF16 mode on CPU")
-        if not support["bf16"]:
+        if not support["bf16"] and machine.lower() in _X86_MACHINES:
             raise RunnerError(f"bf16 refused: this {machine} CPU has no avx512_bf16/amx_bf16 "
                               "(BF16 would be emulated or silently run as f32); use the fp32 row")
+        if not support["bf16"]:
+            raise RunnerError(f"bf16 refused on {machine or 'this machine'}: OpenVINO's CPU plugin computes BF16 "
+                              "only on x86 CPUs with avx512_bf16/amx_bf16; use the fp32 row")
         return "bf16", ""
     if wanted == "f16" and not support["f16"]:
         return "f32", (f"no FP16 arithmetic on this {machine} CPU (needs avx512_fp16/amx_fp16, or fphp+asimdhp "
@@ -254,13 +257,12 @@ def short_type(name: object) -> str:
 
 
 def summarize_precision(counts: dict) -> str:
-    """One label from per-op precision counts: "f32", "bf16", "int8", "int8+f32" (INT8 with float parts) …"""
-    ints = sum(n for p, n in counts.items() if p in _INT_PRECISIONS)
-    floats = sorted(((n, p) for p, n in counts.items() if p in _FLOAT_PRECISIONS), reverse=True)
-    float_label = "+".join(p for _n, p in floats)
-    if ints:
-        return "int8+" + float_label if float_label else "int8"
-    return float_label or "unknown"
+    """One label from per-op precision counts, the most frequent first: "f32", "bf16+f32", "int8", "int8+f32"
+    (mostly INT8, some float ops), "f32+int8" (mostly float: the INT8 promise is not kept) …"""
+    parts = [(sum(n for p, n in counts.items() if p in _INT_PRECISIONS), "int8")]
+    parts += [(n, p) for p, n in counts.items() if p in _FLOAT_PRECISIONS]
+    parts = sorted((part for part in parts if part[0] > 0), key=lambda part: -part[0])  # stable: int8 wins ties
+    return "+".join(label for _n, label in parts) or "unknown"
 
 
 def precision_matches(artifact_precision: str, executed: str) -> bool | None:

@@ -49,8 +49,8 @@ def test_fp32_and_int8_pin_f32_on_every_cpu(cpu) -> None:
 def test_bf16_only_where_the_cpu_computes_it() -> None:
     assert choose_precision("bf16", "openvino", *AVX512_BF16) == ("bf16", "")
     assert choose_precision("bf16", "openvino", *AMX_FP16) == ("bf16", "")
-    for cpu in (AVX2_ONLY, AVX512_VNNI, CORTEX_A72):
-        with pytest.raises(RunnerError, match=r"^bf16 refused: this \S+ CPU has no avx512_bf16/amx_bf16") as err:
+    for cpu in (AVX2_ONLY, AVX512_VNNI, CORTEX_A72, ARMV82):
+        with pytest.raises(RunnerError, match=r"^bf16 refused.*avx512_bf16/amx_bf16.*; use the fp32 row$") as err:
             choose_precision("bf16", "openvino", *cpu)
         assert "\n" not in str(err.value)
     with pytest.raises(RunnerError, match="onnxruntime has no BF16 mode"):
@@ -70,11 +70,13 @@ def test_summaries_and_name_checks() -> None:
     assert summarize_precision({"bf16": 3, "f32": 1}) == "bf16+f32"
     assert summarize_precision({"u8": 4, "i8": 1}) == "int8"
     assert summarize_precision({"i8": 4, "f32": 1}) == "int8+f32"
+    assert summarize_precision({"i8": 1, "f32": 3}) == "f32+int8"  # OpenVINO on ARM: convs stay f32
     assert summarize_precision({}) == "unknown"
     assert precision_matches("fp32", "f32") and precision_matches("bf16", "bf16")
     assert precision_matches("int8", "int8") and precision_matches("int8", "int8+f32")
     assert not precision_matches("fp32", "bf16") and not precision_matches("int8", "int8+bf16")
     assert not precision_matches("fp16", "f32") and not precision_matches("int8", "f32")
+    assert not precision_matches("int8", "f32+int8")
     assert precision_matches("fp32", "unknown") is None and precision_matches("dynamic", "int8+f32") is None
 
 
