@@ -241,3 +241,27 @@ def test_runtime_that_crashes_under_emulation_is_reported(artifacts, arm64_root:
     info = device.info()  # the import crash is caught: versions are reported without importing
     assert info["machine"] == "aarch64" and info["runtimes"]["onnxruntime"]["version"] == "1.32.0"
     assert "crashed" in info["import_check"]
+
+
+def test_profile_and_executed_precision_on_the_emulated_device(artifacts, emulated, host) -> None:
+    """``--profile`` goes through the same runner on the arm64 device: per-layer times from ONNX Runtime profiling
+    and OpenVINO performance counters (real aarch64 kernels), a precise refusal for LiteRT; precision pinned f32."""
+    settings = RunSettings(runs=2, min_seconds=0.0, warmup=1, profile=True)
+    for device in (emulated, host):
+        results = {name: device.run_cell(files, 1, None, settings, None, timeout_s=300)
+                   for name, (files, _samples) in artifacts.items()}
+        for name in ("onnx-qdq", "openvino-fp32"):
+            result = results[name]
+            assert result["ok"], result.get("error")
+            layers = result["profile"]["layers"]
+            assert layers and all(layer["ms"] >= 0 and layer["precision"] for layer in layers), result["profile"]
+            assert result["memory"]["model_loaded_mb"] > 0 and result["memory"]["peak_mb"] > 0
+        assert results["onnx-qdq"]["executed"]["precision"] == "int8"
+        assert {layer["precision"] for layer in results["onnx-qdq"]["profile"]["layers"]
+                if layer["type"] in ("QLinearConv", "QGemm", "QLinearMatMul")} <= {"i8", "u8"}
+        # OpenVINO on ARM defaults to f16: the pinned hint keeps the FP32 IR in f32 there too
+        assert results["openvino-fp32"]["pinned_precision"]["settings"]["INFERENCE_PRECISION_HINT"] == "f32"
+        assert results["openvino-fp32"]["executed"]["precision"] == "f32"
+        tflite = results["tflite-int8"]
+        assert tflite["ok"] and "exposes no op profiler" in tflite["profile"]["error"]
+        assert tflite["executed"]["precision"] == "int8"
