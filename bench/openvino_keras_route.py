@@ -85,7 +85,9 @@ def export_all(model_path: Path, calib_count: int, work: Path) -> tuple[dict[str
 def op_summary(path: Path) -> str:
     import openvino as ov
 
-    model = ov.Core().compile_model(str(path), "CPU").get_runtime_model()
+    from edgeq.targets.runner import openvino_config
+
+    model = ov.Core().compile_model(str(path), "CPU", openvino_config(1, "f32")).get_runtime_model()
     counts = Counter(op.get_rt_info()["layerType"].astype(str) for op in model.get_ops())
     return f"{sum(counts.values())} runtime layers, {counts['Transpose']} Transpose, {counts['Reorder']} Reorder"
 
@@ -94,7 +96,9 @@ def time_interleaved(paths: dict[str, Path], feeds: dict, threads: int, rounds: 
     import openvino as ov
 
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    from edgeq.targets.runner import openvino_config
+
+    config = openvino_config(threads, "f32")  # pinned: the CPU plugin's default is bf16 on AVX512-BF16/AMX CPUs
     requests = {key: core.compile_model(str(path), "CPU", config).create_infer_request() for key, path in paths.items()}
     value = next(iter(feeds.values()))
     samples: dict[str, list[float]] = {key: [] for key in requests}

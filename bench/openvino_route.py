@@ -48,7 +48,9 @@ def time_interleaved(paths: dict[str, Path], feeds: dict, threads: int, rounds: 
     import openvino as ov
 
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    from edgeq.targets.runner import openvino_config
+
+    config = openvino_config(threads, "f32")  # pinned: the CPU plugin's default is bf16 on AVX512-BF16/AMX CPUs
     requests = {route: core.compile_model(str(path), "CPU", config).create_infer_request()
                 for route, path in paths.items()}
     inputs = {name: ov.Tensor(np.ascontiguousarray(value)) for name, value in feeds.items()}
