@@ -485,6 +485,16 @@ def _import_openvino():
     return core_cls, tensor_cls, _distribution_version(["openvino"]) or _ov_get_version()
 
 
+def ov_recorded_precision(model) -> str:
+    """The compute precision an edgeq IR records (rt_info edgeq/inference_precision); f32 for any other IR."""
+    try:
+        if model.has_rt_info(OV_PRECISION_RT_KEY):
+            return ov_text(model.get_rt_info(OV_PRECISION_RT_KEY))
+    except (AttributeError, RuntimeError, TypeError):  # OpenVINO before 2023 has no has_rt_info(path)
+        pass
+    return "f32"
+
+
 def openvino_config(threads: int, precision: str = "f32") -> dict:
     """The CPU plugin config edgeq compiles with: threads, latency, one stream and an explicit precision hint."""
     return {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
@@ -564,9 +574,7 @@ class OpenVinoSession(Session):
         self._core = core = core_cls()
         model = core.read_model(path)
         if precision == "auto":
-            precision = "f32"
-            if model.has_rt_info(OV_PRECISION_RT_KEY):
-                precision = ov_text(model.get_rt_info(OV_PRECISION_RT_KEY))
+            precision = ov_recorded_precision(model)
         self._pin_precision(precision)
         self._config = openvino_config(threads, self.precision)
         self._compiled = core.compile_model(model, "CPU", self._config)

@@ -20,19 +20,18 @@ def explain_openvino(path: Path, feeds: list[Feeds] | None) -> Explanation:
     import openvino as ov
 
     from edgeq.targets.runner import (
-        OV_PRECISION_RT_KEY,
         RunnerError,
         choose_precision,
         openvino_config,
         openvino_runtime_layers,
-        ov_text,
+        ov_recorded_precision,
     )
 
     core = ov.Core()
     model = core.read_model(str(path))
     quantized = any(op.get_type_name() == "FakeQuantize" or op.get_element_type().get_type_name() in ("i8", "u8")
                     for op in model.get_ops() if op.get_output_size() > 0)
-    wanted = ov_text(model.get_rt_info(OV_PRECISION_RT_KEY)) if model.has_rt_info(OV_PRECISION_RT_KEY) else "f32"
+    wanted = ov_recorded_precision(model)
     try:
         hint, _note = choose_precision(wanted, "openvino")
     except RunnerError as exc:
