@@ -18,7 +18,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/edgeq export edgeq/examples/digits.py:DigitsCNN --weights edgeq/examples/digits_cnn.safetensors \
-		--calib calibration/digits.yaml --holdout-samples 300 --backend all --out $(OUT)
+		--calib calibration/digits.yaml --holdout-samples 300 --backend all --backend openvino-bf16 --out $(OUT)
 	$(VENV)/bin/edgeq bench $(OUT)/digits_cnn --devices devices.yaml --eval sklearn-digits:eval --out $(RESULTS)
 
 test: setup
