@@ -180,3 +180,19 @@ def test_profile_gives_per_layer_times_and_report_lists_top_layers(exported: Pat
     text = capsys.readouterr().out
     assert "Top layers by time: digits_cnn/openvino-int8 on host ×1" in text
     assert "Top layers by time: digits_cnn/onnx-qdq on host ×1" in text
+
+
+def test_example_openvino_fp32_matches_onnx_fp32_within_1e5(exported: Path) -> None:
+    """Acceptance: on any CPU (BF16 ones included) the example's openvino-fp32 is FP32: rel. error ≤ 1e-5."""
+    import numpy as np
+
+    from edgeq.examples.digits import load_digits_split
+    from edgeq.targets.runner import open_session
+
+    images, _labels = load_digits_split("eval")
+    feeds = images.reshape(len(images), 1, 1, 8, 8).astype(np.float32)
+    onnx = open_session(str(exported / "digits_cnn" / "onnx-fp32" / "model.onnx"))
+    openvino = open_session(str(exported / "digits_cnn" / "openvino-fp32" / "model.xml"))
+    reference = np.stack([onnx.run([x])[0] for x in feeds])
+    got = np.stack([openvino.run([x])[0] for x in feeds])
+    assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
