@@ -16,6 +16,7 @@ from edgeq.commands import explain as explain_cmd
 from edgeq.commands import export as export_cmd
 from edgeq.commands import package as package_cmd
 from edgeq.commands import report as report_cmd
+from edgeq.commands import tune as tune_cmd
 from edgeq.commands.devices import devices_app
 from edgeq.errors import EdgeqError
 
@@ -50,6 +51,7 @@ app.command("bench")(bench_cmd.bench)
 app.command("report")(report_cmd.report)
 app.command("package")(package_cmd.package)
 app.command("compress")(compress_cmd.compress)
+app.command("tune")(tune_cmd.tune)
 app.add_typer(devices_app, name="devices")
 
 
