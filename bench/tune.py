@@ -84,7 +84,9 @@ def main() -> None:
                   f"{(100 * metric if metric is not None else float('nan')):>6.2f}% {size / 1e3:>8.1f} "
                   f"{str(trial.get('precision')):>7} {'met' if trial['constraint_met'] else 'NOT':>6}")
     complete = sum(t["state"] == "COMPLETE" for t in pareto["trials"])
-    print(f"\nsearch: {len(pareto['trials'])} trials ({complete} complete), wall time {pareto['wall_s']} s, "
+    distinct = len({t["key"] for t in pareto["trials"]})
+    print(f"\nsearch: {len(pareto['trials'])} trials ({complete} complete, {distinct} distinct recipes), wall time "
+          f"{pareto.get('total_wall_s', pareto['wall_s'])} s over {len(pareto.get('runs', [1]))} run(s), "
           f"executor {pareto['executor']}, front {pareto['front']}")
     print((args.out / "front.txt").read_text())
 

@@ -57,7 +57,7 @@ app.add_typer(devices_app, name="devices")
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors print one line (no traceback unless --debug) and exit non-zero."""
-    args = sys.argv[1:] if argv is None else argv
+    args = tune_cmd.fill_optional_ray(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=args, standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(code, int) and code:

@@ -103,6 +103,7 @@ def test_bad_options_fail_in_one_line(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The search: results, best/, bench + package, Ctrl-C and resume
 # ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_interrupted_search_resumes_without_rebuilding_or_remeasuring(tmp_path: Path) -> None:
     out, devices = tmp_path / "search", _devices(tmp_path, ["host"])
     cmd = _tune_cmd(out, devices, "--device", "host", "-b", "onnx-fp32", "-b", "onnx-qdq", "--trials", "5",
@@ -154,6 +155,7 @@ def test_interrupted_search_resumes_without_rebuilding_or_remeasuring(tmp_path: 
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+@pytest.mark.slow
 def test_budget_not_met_keeps_the_closest_and_exits_3(tmp_path: Path) -> None:
     out = tmp_path / "search"
     proc = _run(_tune_cmd(out, _devices(tmp_path, ["host"]), "--device", "host", "-b", "onnx-qdq", "--trials", "2",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -66,9 +67,28 @@ def tune(
         where = result.out / "best" / name
         console.print(f"best for {name}: trial {number} → {where}" if number is not None else
                       f"best for {name}: none (no trial completed)")
-    console.print(f"search wall time {result.wall_s:g} s, {len(result.trials)} trials, executor {result.executor}; "
+    distinct = len({t["key"] for t in result.trials})
+    console.print(f"search wall time {result.wall_s:g} s (all runs {result.total_wall_s:g} s), {len(result.trials)} "
+                  f"trials ({distinct} distinct recipes), executor {result.executor}; "
                   f"{result.out / 'pareto.json'}, {result.out / 'report.html'}")
     if result.exit_code == 3:
         console.print("[red]no trial met the budget: the closest artifacts were saved in best/ (exit 3)[/red]")
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+_RAY_ADDRESS = re.compile(r"^(local|auto|ray://\S+|[\w.\-]+:\d+)$")
+
+
+def fill_optional_ray(args: list[str]) -> list[str]:
+    """``--ray [ADDRESS]``: Typer has no options with an optional value, so a bare ``--ray`` (followed by another
+    option, the model, or nothing) becomes ``--ray local`` before parsing. ADDRESS is HOST:PORT, ray://…, auto."""
+    if "tune" not in args:
+        return args
+    out: list[str] = []
+    for index, arg in enumerate(args):
+        out.append(arg)
+        following = args[index + 1] if index + 1 < len(args) else ""
+        if arg == "--ray" and not _RAY_ADDRESS.match(following):
+            out.append("local")
+    return out

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.manifest import atomic_write_text
+from edgeq.tune.space import OPTION_CHOICES
 
 TABLE_WIDTH = 80
 
@@ -81,8 +82,10 @@ def _label(row: dict[str, Any]) -> str:
     parts = [str(recipe.pop("backend"))]
     if "calib_method" in recipe:
         parts.append(f"{recipe.pop('calib_method')}/{recipe.pop('calib_samples', '')}")
+    defaults = {k: v[0] for k, v in OPTION_CHOICES.get(str(parts[0]), {}).items()}
     for name, value in recipe.items():
-        if value in (0, False) and name in ("fallback", "accuracy_control", "qat_epochs"):
+        if (value in (0, False) and name in ("fallback", "accuracy_control", "qat_epochs")) or (
+                defaults.get(name, object()) == value):
             continue
         short = {"fallback": "fb", "accuracy_control": "ac", "qat_epochs": "qat"}.get(name, name.split("_")[-1])
         parts.append(f"{short}{value}" if name in ("fallback", "qat_epochs") else f"{short}={value}")
@@ -238,16 +241,19 @@ def write_results(request: Any, out: Path, study: Any, objectives: list[Any], de
             install_best(out, device, row, met)
     table = render_front(rows, front, objectives, best)
     model = next((Path(r["manifest_dir"]).name for r in rows if r.get("manifest_dir")), "model")
+    previous = json.loads((out / "pareto.json").read_text()).get("runs", []) if (out / "pareto.json").is_file() else []
+    runs = [*previous, {"wall_s": wall, "executor": executor}]
     pareto = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": request.model,
               "objectives": [{"name": o.name, "direction": o.direction} for o in objectives],
               "budget": {"max_drop": request.max_drop, "min_fidelity": request.min_fidelity,
                          "drop_type": request.drop_type},
               "devices": {d.name: {"kind": d.kind, "emulated": d.emulated} for d in devices},
-              "budget_met": met, "front": front, "best": best, "wall_s": wall, "executor": executor,
+              "budget_met": met, "front": front, "best": best, "wall_s": wall, "executor": executor, "runs": runs,
+              "total_wall_s": round(sum(r["wall_s"] for r in runs), 1),
               "trials": rows}
     atomic_write_text(out / "pareto.json", json.dumps(pareto, indent=2, default=str))
     atomic_write_text(out / "front.txt", table + "\n")
     with contextlib.suppress(ImportError):  # plotly is the report extra: the JSON and the table are still written
         atomic_write_text(out / "report.html", _html(rows, devices, model, table, wall))
     return TuneResult(out=out, study=study, objectives=objectives, trials=rows, front=front, best=best,
-                      budget_met=met, wall_s=wall, executor=executor)
+                      budget_met=met, wall_s=wall, executor=executor, total_wall_s=pareto["total_wall_s"])

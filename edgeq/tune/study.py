@@ -301,6 +301,8 @@ class TuneResult:
     budget_met: bool
     wall_s: float
     executor: str
+    total_wall_s: float = 0.0
+    """Search wall time summed over every run of this DIR (a resumed search adds up)."""
 
     @property
     def exit_code(self) -> int:
@@ -319,6 +321,7 @@ def run_tune(request: TuneRequest, on_event: Callable[[dict[str, Any]], None] | 
     from edgeq.tune.results import write_results
 
     step = on_step or (lambda _m: None)
+    started = time.perf_counter()
     check_request(request)
     out = Path(request.out).resolve()
     check_writable(out)
@@ -344,7 +347,6 @@ def run_tune(request: TuneRequest, on_event: Callable[[dict[str, Any]], None] | 
     study = _open_study(request, out, objectives, startup=len(space.backends))
     seen = _resume(study, space)
     events = Events(out / "events.jsonl", on_event)
-    started = time.perf_counter()
     executor = make_executor(request.ray_address, request.ray, configs)
     step(f"searching {len(space.backends)} backends: {max(0, request.trials - len(seen))} trial(s) to go "
          f"({len(seen)} done), executor {executor.name}")
