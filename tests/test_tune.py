@@ -59,6 +59,9 @@ def test_space_comes_from_the_registry_and_capabilities(monkeypatch: pytest.Monk
     assert space.backends["openvino-int8"].calib_methods == ["minmax", "percentile", "mse"]
     assert space.backends["openvino-int8"].accuracy_control == [False, True]  # budget given
     assert space.backends["onnx-fp32"].calib_methods == [] and space.backends["onnx-fp32"].fallback == [0]
+    assert space.backends["onnx-qdq"].qat_epochs == [0]  # no --train: no QAT
+    trained = build_space(["onnx-qdq", "onnx-fp32"], train=True, torch_source=True)
+    assert trained.backends["onnx-qdq"].qat_epochs == [0, 1, 2] and trained.backends["onnx-fp32"].qat_epochs == [0]
     seeds = default_params(space)
     assert [s["backend"] for s in seeds] == ["onnx-fp32", "onnx-qdq", "openvino-int8"]
     assert seeds[1]["onnx-qdq.calib_method"] == "minmax" and seeds[1]["onnx-qdq.fallback"] == 0
