@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edgeq.errors import ConfigError
-from edgeq.tune.space import Recipe, build_space, default_params
+from edgeq.tuning.space import Recipe, build_space, default_params
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = [str(REPO / "edgeq/examples/digits.py") + ":DigitsCNN", "--weights",
@@ -66,7 +66,7 @@ def test_space_comes_from_the_registry_and_capabilities(monkeypatch: pytest.Monk
     assert [s["backend"] for s in seeds] == ["onnx-fp32", "onnx-qdq", "openvino-int8"]
     assert seeds[1]["onnx-qdq.calib_method"] == "minmax" and seeds[1]["onnx-qdq.fallback"] == 0
 
-    # a backend registered tomorrow joins the search without touching edgeq/tune
+    # a backend registered tomorrow joins the search without touching edgeq/tuning
     monkeypatch.setitem(backends.REGISTRY, "onnx-new", "edgeq.backends.onnx_qdq:OnnxQdq")
     assert "onnx-new" in build_space().backends
 
@@ -160,13 +160,17 @@ def test_interrupted_search_resumes_without_rebuilding_or_remeasuring(tmp_path: 
 
 @pytest.mark.slow
 def test_budget_not_met_keeps_the_closest_and_exits_3(tmp_path: Path) -> None:
+    """Through the Python API (edgeq.tune mirrors the CLI; the CLI exits with result.exit_code)."""
+    import edgeq
+
     out = tmp_path / "search"
-    proc = _run(_tune_cmd(out, _devices(tmp_path, ["host"]), "--device", "host", "-b", "onnx-qdq", "--trials", "2",
-                          "--min-fidelity", "1.0", "--space", str(_one_recipe_space(tmp_path))))
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "no trial met the budget" in proc.stdout
+    result = edgeq.tune(EXAMPLE[0], EXAMPLE[4], "sklearn-digits:eval", out=str(out), weights=EXAMPLE[2],
+                        eval_samples=120, devices=_devices(tmp_path, ["host"]), device="host", backends=["onnx-qdq"],
+                        trials=2, min_fidelity=1.0, space_file=_one_recipe_space(tmp_path), runs=3, min_seconds=0.05)
+    assert result.exit_code == 3 and not result.budget_met
     pareto = json.loads((out / "pareto.json").read_text())
     assert not pareto["budget_met"] and pareto["best"]["host"] is not None
+    assert pareto["trials"][0]["constraint"] > 0  # 1.0 − cosine min of a real INT8 artifact
     info = json.loads((out / "best" / "host" / "tune.json").read_text())
     assert info["constraint_met"] is False and "closest" in info["note"]
     assert list((out / "best" / "host").rglob("manifest.json"))

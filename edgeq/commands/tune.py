@@ -45,7 +45,7 @@ def tune(
 ) -> None:
     """Search backends, calibration, per-layer fallback and options for the fastest artifact per device within
     the budget; exit 3 when no trial meets it (the closest ones are saved in best/)."""
-    from edgeq.tune.study import TuneRequest, run_tune
+    from edgeq.tuning.study import TuneRequest, run_tune
     from edgeq.ui import console
 
     request = TuneRequest(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.manifest import atomic_write_text
-from edgeq.tune.space import OPTION_CHOICES
+from edgeq.tuning.space import OPTION_CHOICES
 
 TABLE_WIDTH = 80
 
@@ -217,7 +217,7 @@ def _html(rows: list[dict[str, Any]], devices: list[Any], model: str, table: str
 def write_results(request: Any, out: Path, study: Any, objectives: list[Any], devices: list[Any], wall: float,
                   executor: str) -> Any:
     """pareto.json, report.html, best/<device>/; returns the TuneResult."""
-    from edgeq.tune.study import TuneResult
+    from edgeq.tuning.study import TuneResult
 
     rows = _trial_rows(study, objectives)
     names, directions = [o.name for o in objectives], [o.direction for o in objectives]

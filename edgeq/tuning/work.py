@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import failure_reason
-from edgeq.tune.space import FALLBACK_KEYS, Recipe
+from edgeq.tuning.space import FALLBACK_KEYS, Recipe
 
 RANKING_SAMPLES = 16
 

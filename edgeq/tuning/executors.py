@@ -21,8 +21,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from edgeq.errors import ConfigError
-from edgeq.tune.space import Recipe
-from edgeq.tune.work import TuneContext, build, measure
+from edgeq.tuning.space import Recipe
+from edgeq.tuning.work import TuneContext, build, measure
 
 
 def device_resource(name: str) -> str:

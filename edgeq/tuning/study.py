@@ -17,8 +17,8 @@ from typing import Any
 
 from edgeq.errors import ConfigError, EdgeqError
 from edgeq.manifest import atomic_write_text
-from edgeq.tune.space import SearchSpace, build_space, default_params, suggest
-from edgeq.tune.work import TuneContext, context_fingerprint
+from edgeq.tuning.space import SearchSpace, build_space, default_params, suggest
+from edgeq.tuning.work import TuneContext, context_fingerprint
 
 STUDY_NAME = "edgeq-tune"
 OBJECTIVES = ("latency", "size", "memory")
@@ -317,8 +317,8 @@ def run_tune(request: TuneRequest, on_event: Callable[[dict[str, Any]], None] | 
     from edgeq.benchmark import load_device_list
     from edgeq.devices import make_device
     from edgeq.pipeline import check_writable
-    from edgeq.tune.executors import make_executor
-    from edgeq.tune.results import write_results
+    from edgeq.tuning.executors import make_executor
+    from edgeq.tuning.results import write_results
 
     step = on_step or (lambda _m: None)
     started = time.perf_counter()
