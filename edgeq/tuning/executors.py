@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from edgeq.errors import ConfigError
@@ -43,8 +44,9 @@ class LocalExecutor:
     def submit_build(self, context: TuneContext, recipe: Recipe) -> Future:
         return self._run(build, context, recipe)
 
-    def submit_cell(self, context: TuneContext, key: str, manifest_dir: str, device: str) -> Future:
-        return self._run(measure, context, key, manifest_dir, device)
+    def submit_cell(self, context: TuneContext, key: str, manifest_dir: str, device: str,
+                    out_dir: Path | None = None) -> Future:
+        return self._run(measure, context, key, manifest_dir, device, out_dir)
 
     def wait_any(self, handles: list[Any]) -> tuple[list[Any], list[Any]]:
         return list(handles), []
@@ -95,10 +97,11 @@ class RayExecutor:
     def submit_build(self, context: TuneContext, recipe: Recipe) -> Any:
         return self._build.options(num_cpus=self.build_cpus, max_retries=0).remote(context, recipe)
 
-    def submit_cell(self, context: TuneContext, key: str, manifest_dir: str, device: str) -> Any:
+    def submit_cell(self, context: TuneContext, key: str, manifest_dir: str, device: str,
+                    out_dir: Path | None = None) -> Any:
         return self._measure.options(num_cpus=self.cell_cpus.get(device, 0.0), max_retries=0,
                                      resources={device_resource(device): 1.0}).remote(context, key, manifest_dir,
-                                                                                      device)
+                                                                                      device, out_dir)
 
     def wait_any(self, handles: list[Any]) -> tuple[list[Any], list[Any]]:
         return self.ray.wait(list(handles), num_returns=1)

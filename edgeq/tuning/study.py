@@ -369,10 +369,40 @@ def run_tune(request: TuneRequest, on_event: Callable[[dict[str, Any]], None] | 
                 seen.add(key)
                 step(f"trial {trial.number}: {recipe.label()} → {state}"
                      + (" (a repeat: answered from the cache, not counted)" if repeat else ""))
+        step("timing the fastest candidates per device side by side")
+
+        def confirm(device: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+            return confirm_side_by_side(executor, context, device, rows, events)
+
+        wall = round(time.perf_counter() - started, 1)
+        return write_results(request, out, study, objectives, devices, wall, executor.name, confirm)
     finally:
         executor.close()
-    wall = round(time.perf_counter() - started, 1)
-    return write_results(request, out, study, objectives, devices, wall, executor.name)
+
+
+CONFIRM_ROUNDS = 3
+
+
+def confirm_side_by_side(executor: Any, context: TuneContext, device: str, rows: list[dict[str, Any]],
+                         events: Events) -> dict[str, float]:
+    """Median p50 per candidate over ``CONFIRM_ROUNDS`` rounds of fresh cells (A B C, A B C, …) on ``device``,
+    through the bench harness into ``DIR/confirm/<run>/<device>/<round>/``. Never cached: the point is that the
+    candidates are timed now, side by side, not at different moments of the search."""
+    import statistics
+
+    run = time.strftime("%Y%m%dT%H%M%S")
+    samples: dict[str, list[float]] = {str(r["key"]): [] for r in rows}
+    for round_index in range(CONFIRM_ROUNDS):
+        for row in rows:
+            key = str(row["key"])
+            out_dir = context.out / "confirm" / run / device / str(round_index) / key
+            result = executor.result(executor.submit_cell(context, key, row["manifest_dir"], device, out_dir))
+            events(event="confirm" if result.get("executed") else "confirm-cached", key=key, device=device,
+                   status=result["status"], started=result.get("started"), ended=result.get("ended"),
+                   p50_ms=result.get("p50_ms"))
+            if result.get("p50_ms") is not None:
+                samples[key].append(float(result["p50_ms"]))
+    return {key: statistics.median(values) for key, values in samples.items() if values}
 
 
 def _absolute(spec: str) -> str:

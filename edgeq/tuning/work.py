@@ -231,12 +231,14 @@ def _fallback_layers(context: TuneContext, recipe: Recipe) -> list[str]:
     return list(dict.fromkeys(layer for group in groups[:recipe.fallback] for layer in group))
 
 
-def measure(context: TuneContext, key: str, manifest_dir: str, device: str) -> dict[str, Any]:
-    """Run (or reuse) the artifact's cells on one device through the bench harness; p50 per thread count."""
+def measure(context: TuneContext, key: str, manifest_dir: str, device: str,
+            out_dir: Path | None = None) -> dict[str, Any]:
+    """Run (or reuse) the artifact's cells on one device through the bench harness; p50 per thread count.
+    Results go to ``DIR/cells/<key>/<device>/`` (or ``out_dir``)."""
     from edgeq.benchmark import BenchRequest, run_bench
 
     started = time.time()
-    request = BenchRequest(artifacts_dir=Path(manifest_dir), out=context.cells_dir(key, device),
+    request = BenchRequest(artifacts_dir=Path(manifest_dir), out=out_dir or context.cells_dir(key, device),
                            devices_file=Path(context.devices_file) if context.devices_file else None,
                            device_names=[device], runs=context.runs, min_seconds=context.min_seconds,
                            warmup=context.warmup, seed=context.seed, timeout_s=context.cell_timeout_s)
