@@ -75,13 +75,14 @@ def main() -> None:
             timed = {label: {"p50_ms": t["cells"][device]["p50_ms"],
                              "ratio_to_first": t["cells"][device]["p50_ms"] / first} for label, *_, t in rows}
         print(f"\n== device {device} (p50 ms: {how}; host CPU flags: {' '.join(flags)}) ==")
-        print(f"{'artifact':<34} {'p50 ms':>8} {'÷tuned':>7} {'top1':>7} {'size KB':>8} {'prec':>7} {'budget':>6}")
-        for label, _main, size, metric, trial in rows:
+        metric = next((str(t["metric"]["name"]) for t in pareto["trials"] if t.get("metric")), "metric")
+        print(f"{'artifact':<34} {'p50 ms':>8} {'÷tuned':>7} {metric[:7]:>7} {'size KB':>8} {'prec':>7} {'budget':>6}")
+        for label, _main, size, value, trial in rows:
             t = timed.get(label, {})
             ratio = t.get("ratio_to_first")
             print(f"{label[:34]:<34} {t.get('p50_ms', float('nan')):>8.4f} "
                   f"{(ratio if ratio else float('nan')):>7.2f} "
-                  f"{(100 * metric if metric is not None else float('nan')):>6.2f}% {size / 1e3:>8.1f} "
+                  f"{(100 * value if value is not None else float('nan')):>6.2f}% {size / 1e3:>8.1f} "
                   f"{str(trial.get('precision')):>7} {'met' if trial['constraint_met'] else 'NOT':>6}")
     complete = sum(t["state"] == "COMPLETE" for t in pareto["trials"])
     distinct = len({t["key"] for t in pareto["trials"]})

@@ -245,9 +245,12 @@ def _html(rows: list[dict[str, Any]], devices: list[Any], model: str, table: str
             f"<h2>Pareto front</h2><pre>{html.escape(table)}</pre>" + "".join(parts) + "</body></html>\n")
 
 
-def write_results(request: Any, out: Path, study: Any, objectives: list[Any], devices: list[Any], wall: float,
+def write_results(request: Any, out: Path, study: Any, objectives: list[Any], devices: list[Any], started: float,
                   executor: str, confirm: Confirm | None = None) -> Any:
-    """pareto.json, report.html, best/<device>/; returns the TuneResult."""
+    """pareto.json, report.html, best/<device>/; returns the TuneResult. ``started``: ``time.perf_counter()`` at
+    the start of this run (the wall time includes the side-by-side confirmation)."""
+    import time
+
     from edgeq.tuning.study import TuneResult
 
     rows = _trial_rows(study, objectives)
@@ -266,6 +269,7 @@ def write_results(request: Any, out: Path, study: Any, objectives: list[Any], de
             for row in rows:
                 row["on_front_by_device"][device.name] = row["number"] in per_device
     best, met, confirmed = choose_best(rows, devices, objectives, higher, confirm)
+    wall = round(time.perf_counter() - started, 1)
     for device, number in best.items():
         row = next((r for r in rows if r["number"] == number), None)
         if row is not None and row.get("manifest_dir"):
@@ -279,7 +283,8 @@ def write_results(request: Any, out: Path, study: Any, objectives: list[Any], de
               "budget": {"max_drop": request.max_drop, "min_fidelity": request.min_fidelity,
                          "drop_type": request.drop_type},
               "devices": {d.name: {"kind": d.kind, "emulated": d.emulated} for d in devices},
-              "budget_met": met, "front": front, "best": best, "confirmed_p50_ms": confirmed, "wall_s": wall, "executor": executor, "runs": runs,
+              "budget_met": met, "front": front, "best": best, "confirmed_p50_ms": confirmed, "wall_s": wall,
+              "executor": executor, "runs": runs,
               "total_wall_s": round(sum(r["wall_s"] for r in runs), 1),
               "trials": rows}
     atomic_write_text(out / "pareto.json", json.dumps(pareto, indent=2, default=str))

@@ -374,8 +374,7 @@ def run_tune(request: TuneRequest, on_event: Callable[[dict[str, Any]], None] | 
         def confirm(device: str, rows: list[dict[str, Any]]) -> dict[str, float]:
             return confirm_side_by_side(executor, context, device, rows, events)
 
-        wall = round(time.perf_counter() - started, 1)
-        return write_results(request, out, study, objectives, devices, wall, executor.name, confirm)
+        return write_results(request, out, study, objectives, devices, started, executor.name, confirm)
     finally:
         executor.close()
 
