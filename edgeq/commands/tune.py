@@ -83,7 +83,8 @@ _RAY_ADDRESS = re.compile(r"^(local|auto|ray://\S+|[\w.\-]+:\d+)$")
 def fill_optional_ray(args: list[str]) -> list[str]:
     """``--ray [ADDRESS]``: Typer has no options with an optional value, so a bare ``--ray`` (followed by another
     option, the model, or nothing) becomes ``--ray local`` before parsing. ADDRESS is HOST:PORT, ray://…, auto."""
-    if "tune" not in args:
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command != "tune":
         return args
     out: list[str] = []
     for index, arg in enumerate(args):
