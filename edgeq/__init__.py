@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from edgeq.manifest import Manifest
+    from edgeq.tuning.study import TuneResult
 
 
 def export(model: Any, calib: Any, backends: list[str] | None = None, out: str = "out", **options: Any) -> Manifest:
@@ -20,4 +21,11 @@ def export(model: Any, calib: Any, backends: list[str] | None = None, out: str =
     return _export(model, calib, backends=backends, out=out, **options)
 
 
-__all__ = ["__version__", "export"]
+def tune(model: Any, calib: Any, eval_spec: str, out: str = "tune", **options: Any) -> TuneResult:
+    """Search for the best artifact per device (``edgeq tune``); see ``edgeq.tuning.tune`` for the options."""
+    from edgeq.tuning import tune as _tune
+
+    return _tune(model, calib, eval_spec, out=out, **options)
+
+
+__all__ = ["__version__", "export", "tune"]

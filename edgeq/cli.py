@@ -16,6 +16,7 @@ from edgeq.commands import explain as explain_cmd
 from edgeq.commands import export as export_cmd
 from edgeq.commands import package as package_cmd
 from edgeq.commands import report as report_cmd
+from edgeq.commands import tune as tune_cmd
 from edgeq.commands.devices import devices_app
 from edgeq.errors import EdgeqError
 
@@ -50,12 +51,13 @@ app.command("bench")(bench_cmd.bench)
 app.command("report")(report_cmd.report)
 app.command("package")(package_cmd.package)
 app.command("compress")(compress_cmd.compress)
+app.command("tune")(tune_cmd.tune)
 app.add_typer(devices_app, name="devices")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors print one line (no traceback unless --debug) and exit non-zero."""
-    args = sys.argv[1:] if argv is None else argv
+    args = tune_cmd.fill_optional_ray(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=args, standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(code, int) and code:
