@@ -221,6 +221,7 @@ def result_from_runner(cell: Cell, runner: dict[str, Any], started_at: str, dura
                       memory=runner.get("memory") or {}, executed=executed, executed_precision=executed_precision,
                       precision_match=precision_matches(cell.artifact.precision, executed_precision or ""),
                       pinned_precision=runner.get("pinned_precision") or {}, profile=runner.get("profile"),
+                      output_names=[str(o.get("name")) for o in runner.get("outputs") or []],
                       **base)
 
 
@@ -330,10 +331,32 @@ class _Runner:
 # ---------------------------------------------------------------------------------------------------------------
 # Quality: metrics and fidelity on the host
 # ---------------------------------------------------------------------------------------------------------------
-def _first_output(path: Path) -> list[np.ndarray]:
+def _outputs(path: Path) -> list[np.ndarray]:
+    """Every output of a cell's eval run, stacked over samples (``out_0, out_1, …`` in the runtime's order)."""
     with np.load(path, allow_pickle=False) as data:
-        first = data["out_0"] if "out_0" in data.files else data[data.files[0]]
-        return list(np.asarray(first))
+        keys = sorted((k for k in data.files if k.startswith("out_")), key=lambda k: int(k[4:])) or data.files[:1]
+        return [np.asarray(data[k]) for k in keys]
+
+
+def _first_output(path: Path) -> list[np.ndarray]:
+    return list(_outputs(path)[0])
+
+
+def output_fidelity(reference: CellResult, reference_path: Path, cell: CellResult,
+                    cell_path: Path) -> list[dict[str, object]]:
+    """Every output of ``cell`` vs the same output of ``reference`` (matched by name, else position and size;
+    edgeq.verification.match_outputs), named as in the reference; the output order of the reference."""
+    from edgeq.metrics import fidelity_per_output
+    from edgeq.verification import match_outputs
+
+    ref_outputs, outputs = _outputs(reference_path), _outputs(cell_path)
+    names = list(getattr(reference, "output_names", None) or []) or [f"out_{j}" for j in range(len(ref_outputs))]
+    cell_names = list(getattr(cell, "output_names", None) or []) or [f"out_{j}" for j in range(len(outputs))]
+    described = [{"name": n, "shape": list(o.shape[1:])} for n, o in zip(cell_names, outputs)]
+    order = match_outputs(names, [list(o.shape[1:]) for o in ref_outputs], described)
+    count = len(ref_outputs[0])
+    return fidelity_per_output(names, [[o[k] for o in ref_outputs] for k in range(count)],
+                               [[outputs[i][k] for i in order] for k in range(count)])
 
 
 def _reference_for(cell: CellResult, ok_cells: list[CellResult]) -> CellResult | None:
@@ -352,7 +375,7 @@ def _reference_for(cell: CellResult, ok_cells: list[CellResult]) -> CellResult |
 
 def add_quality(results: list[CellResult], outputs_dir: Path, labels_by_eval: dict[str, list[int] | None]) -> bool:
     """Fill ``metrics`` and ``fidelity`` of every ok cell that has eval outputs; True if anything changed."""
-    from edgeq.metrics import fidelity, top_k_accuracy
+    from edgeq.metrics import top_k_accuracy
 
     ok = [r for r in results if r.status == "ok" and (outputs_dir / f"{r.cell_id}.npz").is_file()]
     changed = False
@@ -367,8 +390,11 @@ def add_quality(results: list[CellResult], outputs_dir: Path, labels_by_eval: di
         extra: dict[str, object] = {}
         if reference is not None and reference.cell_id != result.cell_id:
             try:
-                quality = fidelity(_first_output(outputs_dir / f"{reference.cell_id}.npz"), outputs)
-            except ValueError as exc:
+                per_output = output_fidelity(reference, outputs_dir / f"{reference.cell_id}.npz", result,
+                                             outputs_dir / f"{result.cell_id}.npz")
+                quality = {k: v for k, v in per_output[0].items() if k not in ("name", "shape")}  # type: ignore[misc]
+                extra["fidelity_outputs"] = per_output
+            except (ValueError, EdgeqError) as exc:
                 extra["fidelity_error"] = str(exc)
             extra["fidelity_reference"] = f"{reference.backend} (threads {reference.threads})"
         elif reference is not None:

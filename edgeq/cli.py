@@ -5,6 +5,7 @@ Commands live in ``edgeq/commands/<group>.py``; this file only registers them.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -32,7 +33,8 @@ _state: dict[str, Any] = {"debug": False}
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (also of failed backends) and the "
+                               "edgeq logger's debug messages on stderr."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
@@ -41,6 +43,27 @@ def _root(
         typer.echo(f"edgeq {__version__}")
         raise typer.Exit()
     _state["debug"] = debug
+    set_debug_logging(debug)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (a backend's log file while its converters run)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def set_debug_logging(debug: bool) -> None:
+    """``--debug``: the ``edgeq`` logger (every edgeq module's) prints DEBUG and up on stderr; off again without."""
+    logger = logging.getLogger("edgeq")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    if debug:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.NOTSET)
 
 
 app.command("export")(export_cmd.export)
@@ -58,6 +81,7 @@ app.add_typer(devices_app, name="devices")
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors print one line (no traceback unless --debug) and exit non-zero."""
     args = tune_cmd.fill_optional_ray(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = False
     try:
         code = app(args=args, standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(code, int) and code:
@@ -67,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             typer.secho("interrupted", err=True)
         return exc.exit_code
     except EdgeqError as exc:
-        if "--debug" in args:
+        if _state["debug"]:
             raise
         text = str(exc) if exc.exit_code == 130 else f"error: {exc}"  # Ctrl-C says how far it got, not "error"
         typer.secho(text, err=True, fg=None if exc.exit_code == 130 else typer.colors.RED)

@@ -10,6 +10,7 @@ the manifest row. One backend's failure, even a crashed worker, never stops the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import queue
@@ -29,6 +30,8 @@ from edgeq.workdirs import DiskFull
 if TYPE_CHECKING:
     from edgeq.manifest import Artifact
     from edgeq.pipeline import ExportRequest
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_THREADS_PER_JOB = 2
 """Cores per export job when ``--jobs auto``: calibration (ORT, NNCF) runs models and gains from two threads."""
@@ -148,11 +151,18 @@ def export_in_parallel(request: ExportRequest, names: list[str], model_dir: Path
                     if stop.is_set():
                         return
                     executor = start(cores)
-                    row = _failed_row(name, "export worker process died (killed by a signal or out of memory)")
+                    from edgeq.pipeline import backend_log
+
+                    row = _failed_row(name, "export worker process died (killed by a signal or out of memory) "
+                                            f"(details: {backend_log(model_dir, name)})")
                 except DiskFull as exc:  # stops the whole export, like the sequential path
                     row = exc
                 except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded in the worker
-                    row = _failed_row(name, failure_reason(exc))
+                    from edgeq.pipeline import log_failure
+
+                    row = _failed_row(name, f"{failure_reason(exc)} (details: {log_failure(model_dir, name, exc)})")
+                if not isinstance(row, EdgeqError) and row.status == "failed":
+                    _show_worker_traceback(model_dir, name)
                 done.put(row)
         finally:
             executor.shutdown(wait=not stop.is_set(), cancel_futures=True)
@@ -188,6 +198,19 @@ def _stop_workers(executors: list[ProcessPoolExecutor]) -> None:
     for executor in executors:  # releases the pool's queues and their semaphores (no resource_tracker warning)
         with contextlib.suppress(Exception):
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _show_worker_traceback(model_dir: Path, name: str) -> None:
+    """``--debug``: the worker wrote a failed backend's traceback into its log (its stderr is that log); show it."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    from edgeq.pipeline import backend_log, failure_marker
+
+    log = backend_log(model_dir, name)
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    marker = failure_marker(name)
+    if marker in text:
+        logger.debug("%s failed in its export worker:\n%s", name, text.rsplit(marker, 1)[1].strip())
 
 
 def _failed_row(name: str, error: str) -> Artifact:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeq.errors import EdgeqError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+"""1.1: ``verification.outputs`` (fidelity of every model output); 1.0 manifests read unchanged."""
 MANIFEST_NAME = "manifest.json"
 
 
@@ -76,8 +77,23 @@ class CalibrationInfo(_Model):
     holdout_samples: int = 0
 
 
+class OutputFidelity(_Model):
+    """Fidelity of one model output against FP32 (docs/fidelity.md defines the worst-sample cosine)."""
+
+    name: str
+    shape: list[int | str] = Field([], description="One sample's output shape (batch 1).")
+    cosine_min: float = Field(description="Worst sample's floored cosine vs FP32.")
+    cosine_mean: float
+    max_abs_error: float
+    mean_abs_error: float
+    top1_agreement: float | None = Field(None, description="Only for class-score outputs (2-D, one row per "
+                                                           "sample); null for boxes, maps and other outputs.")
+
+
 class Verification(_Model):
-    """Fidelity of an artifact against the FP32 source model on held-out inputs (never calibration inputs)."""
+    """Fidelity of an artifact against the FP32 source model on held-out inputs (never calibration inputs).
+
+    The top-level numbers describe output 0 (as in schema 1.0); ``outputs`` has every output (schema ≥ 1.1)."""
 
     samples: int
     cosine_min: float
@@ -86,6 +102,14 @@ class Verification(_Model):
     mean_abs_error: float
     top1_agreement: float | None = Field(None, description="Fraction of samples whose arg-max matches FP32.")
     runtime_version: str | None = None
+    outputs: list[OutputFidelity] = Field([], description="Every output, in the source model's output order "
+                                                          "(empty in manifests before schema 1.1).")
+
+    def worst(self) -> OutputFidelity | None:
+        """The output with the lowest worst-sample cosine (None for a 1.0 manifest without ``outputs``)."""
+        if not self.outputs:
+            return None
+        return min(self.outputs, key=lambda o: (o.cosine_min, -o.max_abs_error))
 
 
 class Evaluation(_Model):

@@ -24,19 +24,52 @@ def cosine_per_sample(reference: Sequence[np.ndarray], candidate: Sequence[np.nd
     return np.where(both_zero, np.where(np.abs(ref - cand).max(axis=1) == 0, 1.0, 0.0), num / np.where(both_zero, 1, den))
 
 
-def fidelity(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], classifier: bool | None = None) -> dict[str, float | None]:
-    """Cosine (min/mean), abs error (max/mean) and, for classifier-like outputs, top-1 agreement.
+FLOOR_FRACTION = 0.1
+"""The floor of the worst-sample cosine, as a fraction of the RMS norm of the FP32 output over the samples
+(docs/fidelity.md): errors on a sample are judged relative to max(its own FP32 norm, this floor)."""
 
-    ``reference``/``candidate``: one array per sample (the model's first output). ``classifier`` defaults to
-    "output is a vector of ≥ 2 scores per sample".
+
+def floored_cosine_per_sample(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
+                              floor_fraction: float = FLOOR_FRACTION) -> np.ndarray:
+    """Cosine per sample of ``[r, δ]`` vs ``[c, δ]``: both vectors get one extra component δ, the floor.
+
+    δ = ``floor_fraction`` × the RMS over samples of the FP32 outputs' norms. Where ``|r|`` ≫ δ this is the plain
+    cosine (it moves by < δ²/|r|²); where the FP32 output is near zero (|r| ≪ δ) it is ≈ 1 while the candidate
+    stays near zero too, and falls towards δ/|c| when the candidate puts real signal there — instead of the noise
+    that the plain cosine of two near-zero vectors is. With all FP32 outputs exactly zero, δ = 0 (plain rule).
+    """
+    ref, cand = _flat(reference), _flat(candidate)
+    if ref.shape != cand.shape:
+        raise ValueError(f"output shapes differ: {ref.shape} vs {cand.shape}")
+    floor = float(floor_fraction * np.sqrt(np.mean((ref ** 2).sum(axis=1))))
+    if floor == 0.0:
+        return cosine_per_sample(reference, candidate)
+    num = (ref * cand).sum(axis=1) + floor ** 2
+    den = np.sqrt(((ref ** 2).sum(axis=1) + floor ** 2) * ((cand ** 2).sum(axis=1) + floor ** 2))
+    return np.clip(num / den, -1.0, 1.0)
+
+
+def is_class_scores(sample_output: np.ndarray) -> bool:
+    """A class-score vector: one sample's output is 2-D, one row (the batch of 1), ≥ 2 columns."""
+    shape = np.shape(sample_output)
+    return len(shape) == 2 and shape[0] == 1 and shape[1] >= 2
+
+
+def fidelity(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], classifier: bool | None = None) -> dict[str, float | None]:
+    """Worst-sample and mean cosine (floored, see ``floored_cosine_per_sample``), abs error (max/mean) and, for a
+    class-score output, top-1 agreement.
+
+    ``reference``/``candidate``: one array per sample, for one output. ``classifier`` defaults to
+    ``is_class_scores`` of the FP32 output (2-D, one row per sample): never on boxes, maps or embeddings of another
+    rank.
     """
     if len(reference) == 0:
         raise ValueError("no samples to compare")
-    cos = cosine_per_sample(reference, candidate)
+    cos = floored_cosine_per_sample(reference, candidate)
     ref, cand = _flat(reference), _flat(candidate)
     err = np.abs(ref - cand)
     if classifier is None:
-        classifier = ref.shape[1] >= 2 and np.asarray(reference[0]).squeeze().ndim == 1
+        classifier = is_class_scores(np.asarray(reference[0]))
     agreement = float((ref.argmax(axis=1) == cand.argmax(axis=1)).mean()) if classifier else None
     return {
         "samples": len(reference),
@@ -46,6 +79,26 @@ def fidelity(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], c
         "mean_abs_error": float(err.mean()),
         "top1_agreement": agreement,
     }
+
+
+def fidelity_per_output(names: Sequence[str], reference: Sequence[Sequence[np.ndarray]],
+                        candidate: Sequence[Sequence[np.ndarray]]) -> list[dict[str, object]]:
+    """``fidelity`` of every output: ``reference[k][j]`` is sample k's output j (same order in both);
+    each entry adds the output's ``name`` and per-sample ``shape``."""
+    stats = []
+    for j, name in enumerate(names):
+        refs, cands = [np.asarray(r[j]) for r in reference], [np.asarray(c[j]) for c in candidate]
+        entry: dict[str, object] = {"name": name, "shape": list(refs[0].shape)}
+        entry.update(fidelity(refs, cands))
+        stats.append(entry)
+    return stats
+
+
+def worst_output(outputs: Sequence[dict[str, object]]) -> dict[str, object] | None:
+    """The output with the lowest worst-sample cosine (ties: the larger max abs error)."""
+    if not outputs:
+        return None
+    return min(outputs, key=lambda o: (float(o["cosine_min"]), -float(o["max_abs_error"])))  # type: ignore[arg-type]
 
 
 def top_k_accuracy(outputs: Sequence[np.ndarray], labels: Sequence[int], k: int = 1) -> float:

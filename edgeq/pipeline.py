@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import signal
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from edgeq.manifest import (
     FileEntry,
     Manifest,
     ModelInfo,
+    OutputFidelity,
     TensorInfo,
     Verification,
 )
@@ -42,6 +45,7 @@ from edgeq.models import ModelSource, load_model
 from edgeq.models.base import sha256_file
 from edgeq.types import ExportOptions, Feeds
 from edgeq.ui import native_output_to
+from edgeq.verification import SampleFiles
 from edgeq.workdirs import (
     clean_stale,
     clean_stale_tmp,
@@ -55,6 +59,8 @@ from edgeq.workdirs import (
 
 INTERRUPTED = threading.Event()
 """Set by Ctrl-C during ``run_export``: some converters (dynamo, TF) turn KeyboardInterrupt into their own errors."""
+
+logger = logging.getLogger(__name__)
 
 LOG_DIR = "logs"
 """OUT/<model>/logs/<backend>.log: what each backend's converters printed (kept off the terminal)."""
@@ -126,25 +132,52 @@ def combined_sha256(files: list[FileEntry]) -> str:
     return digest.hexdigest()
 
 
-def _tensor_infos(details: list[Any]) -> list[TensorInfo]:
+def _tensor_infos(details: list[dict[str, Any]]) -> list[TensorInfo]:
+    """The runner's input/output details (JSON) as manifest tensors."""
     infos = []
     for d in details:
-        quant = {"scale": d.scale, "zero_point": d.zero_point} if d.scale is not None else None
-        infos.append(TensorInfo(name=d.name, shape=list(d.shape), dtype=d.dtype, quantization=quant))
+        quant = {"scale": d["scale"], "zero_point": d["zero_point"]} if d.get("scale") is not None else None
+        infos.append(TensorInfo(name=d["name"], shape=list(d["shape"]), dtype=d["dtype"], quantization=quant))
     return infos
 
 
-def verify_artifact(main: Path, holdout: list[Feeds], references: list[list[np.ndarray]]) -> tuple[Any, Verification | None]:
-    """Open the artifact in its own runtime, read its I/O details, and compare outputs with FP32 on held-out data."""
-    from edgeq.metrics import fidelity
-    from edgeq.targets.runner import open_session
+@dataclass
+class VerifyContext:
+    """What verifying one backend needs: the samples (held-out + eval, one npz) and the FP32 outputs on them."""
 
-    session = open_session(str(main), threads=1)
-    if not holdout:
-        return session, None
-    outputs = [session.run(feeds)[0] for feeds in holdout]
-    stats = fidelity([ref[0] for ref in references], outputs)
-    return session, Verification(runtime_version=session.runtime_version, **stats)
+    samples: SampleFiles
+    references: list[list[np.ndarray]]
+    """Per held-out sample, every FP32 output."""
+    output_names: list[str]
+
+
+def verification_of(outputs: list[list[np.ndarray]], context: VerifyContext, runtime_version: str | None) -> Verification:
+    """Every output's fidelity vs FP32 (``outputs`` in the source's output order); top level = output 0."""
+    from edgeq.metrics import fidelity_per_output
+
+    per_output = fidelity_per_output(context.output_names, context.references, outputs)
+    first = {k: v for k, v in per_output[0].items() if k not in ("name", "shape")}
+    entries = [OutputFidelity(**{k: v for k, v in o.items() if k != "samples"}) for o in per_output]
+    return Verification(runtime_version=runtime_version, outputs=entries, **first)
+
+
+def verify_artifact(main: Path, context: VerifyContext, evaluation: EvalContext | None,
+                    log: Path) -> tuple[dict[str, Any], Verification | None, Evaluation | None]:
+    """Run the artifact on the held-out and eval samples in one runner child process (edgeq/verification.py) and
+    compare with FP32: (runner JSON with the I/O details, verification, evaluation)."""
+    from edgeq.verification import match_outputs, run_artifact
+
+    described, outputs = run_artifact(main, context.samples, log)
+    verification = evaluated = None
+    order = [0]  # without held-out references, the eval set is scored on the artifact's first output
+    if context.references:
+        shapes = [list(np.shape(o)) for o in context.references[0]]
+        order = match_outputs(context.output_names, shapes, described.get("outputs", []))
+        held = [[sample[i] for i in order] for sample in outputs[:len(context.samples.holdout)]]
+        verification = verification_of(held, context, described.get("runtime_version"))
+    if evaluation is not None:
+        evaluated = evaluation.evaluate([sample[order[0]] for sample in outputs[len(context.samples.holdout):]])
+    return described, verification, evaluated
 
 
 def _move_into_place(built: Path, final: Path) -> None:
@@ -177,20 +210,19 @@ class Candidate:
 
 
 def build_candidate(name: str, source: ModelSource, calib: Any, model_dir: Path, options: ExportOptions,
-                    holdout: list[Feeds], references: list[list[np.ndarray]],
-                    evaluation: EvalContext | None = None) -> Candidate:
-    """Export into a private build directory, verify against FP32 and evaluate; raises on failure (dir removed)."""
+                    context: VerifyContext, evaluation: EvalContext | None = None) -> Candidate:
+    """Export into a private build directory, verify against FP32 and evaluate (in a child process); raises on
+    failure (dir removed)."""
     backend_cls = get_backend(name)
     build = Path(tempfile.mkdtemp(dir=model_dir, prefix=owned(f".{name}-build-")))
     started = time.perf_counter()
+    log = backend_log(model_dir, name)
     try:
-        with native_output_to(model_dir / LOG_DIR / f"{name}.log"):
+        with native_output_to(log):
             files = backend_cls().export(source, calib, build, options)
             seconds = round(time.perf_counter() - started, 2)
-            session, verification = verify_artifact(files.main, holdout, references)
-            evaluated = evaluate_session(session, evaluation) if evaluation is not None else None
-        inputs, outputs = _tensor_infos(session.inputs), _tensor_infos(session.outputs)
-        del session
+        described, verification, evaluated = verify_artifact(files.main, context, evaluation, log)
+        inputs, outputs = _tensor_infos(described["inputs"]), _tensor_infos(described["outputs"])
         return Candidate(build, files, verification, inputs, outputs, evaluated, seconds)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -211,13 +243,15 @@ def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, opti
         return row
     started = time.perf_counter()
     candidate: Candidate | None = None
+    context = VerifyContext(SampleFiles(holdout, evaluation.eval_set.samples if evaluation is not None else []),
+                            references, list(source.output_names))
     try:
-        candidate = build_candidate(name, source, calib, model_dir, options, holdout, references, evaluation)
+        candidate = build_candidate(name, source, calib, model_dir, options, context, evaluation)
         if evaluation is not None and evaluation.max_drop is not None:
             from edgeq.accuracy import control_accuracy
 
             def rebuild(changed: ExportOptions) -> Candidate:
-                return build_candidate(name, source, calib, model_dir, changed, holdout, references, evaluation)
+                return build_candidate(name, source, calib, model_dir, changed, context, evaluation)
 
             candidate, row.accuracy_control = control_accuracy(name, source, calib, options, candidate, rebuild,
                                                                evaluation)
@@ -248,9 +282,30 @@ def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, opti
         if is_disk_full(exc):  # not this backend's fault: stop, say where and how much
             raise disk_full_error(model_dir / name, _space_needed(source, model_dir / name)) from None
         row.status = "failed"
-        row.error = failure_reason(exc)
+        row.error = f"{failure_reason(exc)} (details: {log_failure(model_dir, name, exc)})"
         row.export_seconds = round(time.perf_counter() - started, 2)
     return row
+
+
+def backend_log(model_dir: Path, name: str) -> Path:
+    """OUT/<model>/logs/<backend>.log: converter output, verification child output, tracebacks."""
+    return model_dir / LOG_DIR / f"{name}.log"
+
+
+def failure_marker(name: str) -> str:
+    """The line in a backend's log that starts its failure traceback."""
+    return f"--- {name} failed ---"
+
+
+def log_failure(model_dir: Path, name: str, exc: BaseException) -> Path:
+    """Append ``exc``'s full traceback to the backend's log (and show it on stderr with ``--debug``)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log = backend_log(model_dir, name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        handle.write(f"\n{failure_marker(name)}\n{text}")
+    logger.debug("%s failed (log: %s)\n%s", name, log, text.rstrip())
+    return log
 
 
 @dataclass
@@ -274,15 +329,9 @@ class EvalContext:
                           **fidelity_summary(self.references, outputs))
 
 
-def evaluate_session(session: Any, evaluation: EvalContext) -> Evaluation:
-    """Run the eval samples through an open runner session (the one verification opened) and score them."""
-    return evaluation.evaluate([session.run(feeds)[0] for feeds in evaluation.eval_set.samples])
-
-
-def prepare_evaluation(request: ExportRequest, source: ModelSource) -> tuple[EvalContext, EvalInfo]:
-    """Load the eval set, run the FP32 source model on it, choose the metric and score the reference row."""
-    eval_set = load_eval_set(str(request.eval_spec), list(source.inputs), source.layout, request.eval_samples)
-    references = [np.asarray(source.reference(feeds)[0]) for feeds in eval_set.samples]
+def prepare_evaluation(request: ExportRequest, eval_set: EvalSet,
+                       references: list[np.ndarray]) -> tuple[EvalContext, EvalInfo]:
+    """Given the eval set and the FP32 source model's first output on it: choose the metric, score the reference."""
     metric = choose_metric(request.metric, eval_set, references)
     truth, kind = ground_truth(metric, eval_set, references)
     reference_value = score(metric, references, truth)
@@ -339,9 +388,12 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
                                    on_sample=lambda total: tick("calibration", "validating calibration data", total))
         data.info.method = options.calib_method
         prepare_model_dir(model_dir)
-        step("running the FP32 reference on held-out data")
         holdout = list(data.holdout)
-        references = [source.reference(feeds) for feeds in holdout]
+        eval_set = (load_eval_set(str(request.eval_spec), list(source.inputs), source.layout, request.eval_samples)
+                    if request.eval_spec else None)
+        step("running the FP32 reference on held-out data" + (" and the eval set" if eval_set else ""))
+        all_references = _references(request, source, holdout, eval_set, model_dir)
+        references = all_references[:len(holdout)]
         manifest = _previous_manifest(model_dir, names)
         manifest.model = ModelInfo(
             name=source.name, source=str(request.model), sha256=source.sha256(), framework=source.framework,
@@ -354,9 +406,10 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
         manifest.tools = tool_versions()
         evaluation = None
         if request.eval_spec:  # without --eval, the previous eval info stays with the artifacts it scored
-            step("running the FP32 reference on the eval set")
+            assert eval_set is not None
             previous = manifest.evaluation
-            evaluation, manifest.evaluation = prepare_evaluation(request, source)
+            evaluation, manifest.evaluation = prepare_evaluation(
+                request, eval_set, [np.asarray(r[0]) for r in all_references[len(holdout):]])
             if manifest.evaluation.source == data.info.source:
                 manifest.evaluation.note = "the eval set is the calibration source: scores may be optimistic"
             if previous is None or (previous.source, previous.samples, previous.metric) != (
@@ -444,6 +497,19 @@ def _restore_replaced(model_dir: Path) -> None:
 def _write_manifest(manifest: Manifest, model_dir: Path) -> None:
     manifest.artifacts.sort(key=lambda a: _order().index(a.backend) if a.backend in _order() else 99)
     manifest.write(model_dir / MANIFEST_NAME)
+
+
+def _references(request: ExportRequest, source: ModelSource, holdout: list[Feeds], eval_set: EvalSet | None,
+                model_dir: Path) -> list[list[np.ndarray]]:
+    """The FP32 source model's outputs on the held-out then the eval samples, computed in a child process."""
+    from edgeq.verification import reference_weights, run_reference
+
+    samples = SampleFiles(holdout, eval_set.samples if eval_set is not None else [])
+    if not samples.count:
+        return []
+    weights = reference_weights(source, str(request.model), request.weights, samples.scratch())
+    return run_reference(str(request.model), weights, request.input_shapes, samples,
+                         backend_log(model_dir, "reference"), request.trust_model)
 
 
 def _export_sequentially(names: list[str], source: ModelSource, calib: Any, model_dir: Path, options: ExportOptions,

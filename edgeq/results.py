@@ -59,6 +59,10 @@ class CellResult(BaseModel):
     system: dict[str, object] = {}
     metrics: dict[str, float] = Field({}, description="Task metrics on the eval set, e.g. top1.")
     fidelity: dict[str, float | None] = Field({}, description="Against the FP32 artifact of the same device.")
+    fidelity_outputs: list[dict[str, object]] = Field(
+        [], description="Every output's fidelity (name, shape, cosine_min, …, top1_agreement or null); "
+                        "``fidelity`` is output 0's. Reports show the worst output.")
+    output_names: list[str] = Field([], description="The artifact's outputs, in the runtime's order.")
     started_at: str | None = None
     duration_s: float | None = None
 

@@ -129,7 +129,11 @@ def test_failing_backend_leaves_nothing_and_others_finish(tiny_model_file: Path,
     assert "converter exploded" in manifest.artifact("onnx-fp16").error
     assert manifest.artifact("onnx-fp32").status == "ok"
     assert sorted(p.name for p in model_dir.iterdir()) == ["logs", "manifest.json", "onnx-fp32"]
-    assert sorted(p.name for p in (model_dir / "logs").iterdir()) == ["onnx-fp16.log", "onnx-fp32.log"]
+    assert f"(details: {model_dir / 'logs' / 'onnx-fp16.log'})" in manifest.artifact("onnx-fp16").error
+    assert "RuntimeError: converter exploded" in (model_dir / "logs" / "onnx-fp16.log").read_text()  # traceback
+    # reference.log: what the FP32 reference's child process printed
+    assert sorted(p.name for p in (model_dir / "logs").iterdir()) == ["onnx-fp16.log", "onnx-fp32.log",
+                                                                      "reference.log"]
 
 
 def test_help_does_not_import_heavy_frameworks() -> None:

@@ -47,12 +47,29 @@ def test_manifest_round_trip_and_schema(tiny_model_file: Path, tiny_calib: Path,
     path = tmp_path / "tinycnn" / "manifest.json"
     manifest = Manifest.read(path)
     assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
-    assert json.loads(path.read_text())["schema_version"] == "1.0"
+    document = json.loads(path.read_text())
+    assert document["schema_version"] == "1.1"
+    verification = document["artifacts"][0]["verification"]
+    assert [o["name"] for o in verification["outputs"]] == ["output"]
+    assert verification["outputs"][0]["cosine_min"] == verification["cosine_min"]
+    # a schema 1.0 manifest (no per-output fidelity) still reads, and its table shows the top-level numbers
+    for art in document["artifacts"]:
+        del art["verification"]["outputs"]
+    document["schema_version"] = "1.0"
+    old = Manifest.model_validate_json(json.dumps(document))
+    assert old.schema_version == "1.0" and old.artifacts[0].verification.outputs == []
+    assert old.artifacts[0].verification.worst() is None
+    from edgeq.report.export_table import export_rows
+
+    assert export_rows(old)[0]["cosine_min"] == f"{old.artifacts[0].verification.cosine_min:.4f}"
     assert manifest.tools["onnxruntime"] and manifest.model.framework == "torch"
     capsys.readouterr()
     assert main(["manifest-schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert {"schema_version", "model", "artifacts", "tools", "created_at"} <= set(schema["properties"])
+    verification = schema["$defs"]["Verification"]["properties"]
+    assert "outputs" in verification and "outputs" not in schema["$defs"]["Verification"].get("required", [])
+    assert {"name", "shape", "cosine_min", "top1_agreement"} <= set(schema["$defs"]["OutputFidelity"]["properties"])
 
 
 def test_second_export_keeps_other_artifacts(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path) -> None:

@@ -202,9 +202,13 @@ def _fidelity(cell: CellResult) -> tuple[float | None, float | None]:
         return None, None
     if not cell.fidelity and getattr(cell, "fidelity_reference", None) == "self":
         return 1.0, 1.0  # the FP32 reference compared with itself
-    cos = cell.fidelity.get("cosine_min")
-    agree = cell.fidelity.get("top1_agreement")
-    return cos, agree
+    from edgeq.metrics import worst_output
+
+    worst = worst_output(cell.fidelity_outputs)  # multi-output models: the worst output, not output 0
+    cos = worst["cosine_min"] if worst is not None else cell.fidelity.get("cosine_min")
+    agreements = [o["top1_agreement"] for o in cell.fidelity_outputs if o.get("top1_agreement") is not None]
+    agree = min(agreements) if agreements else cell.fidelity.get("top1_agreement")  # type: ignore[type-var]
+    return cos, agree  # type: ignore[return-value]
 
 
 def build_rows(cells: list[CellResult]) -> list[ReportRow]:

@@ -28,16 +28,23 @@ def export_rows(manifest: Manifest) -> list[dict[str, str]]:
     rows = []
     for art in manifest.artifacts:
         ver = art.verification
+        worst = ver.worst() if ver else None
+        shown = worst or ver  # the worst output (schema 1.0 manifests: output 0)
         base = fp32.get(art.runtime)
+        agreements = [o.top1_agreement for o in ver.outputs if o.top1_agreement is not None] if ver else []
+        agreement = min(agreements) if agreements else (ver.top1_agreement if ver and not ver.outputs else None)
         rows.append({
             "backend": art.backend,
             "precision": art.precision,
             "status": art.status,
             "size_mb": _mb(art.size_bytes) if art.status == "ok" else "",
             "size_ratio": f"{art.size_bytes / base:.3f}" if base and art.status == "ok" else "",
-            "cosine_min": f"{ver.cosine_min:.4f}" if ver else "",
-            "top1_agreement": f"{100 * ver.top1_agreement:.1f}%" if ver and ver.top1_agreement is not None else "",
-            "max_abs_error": f"{ver.max_abs_error:.3g}" if ver else "",
+            "cosine_min": f"{shown.cosine_min:.4f}" if shown else "",
+            "worst_output": worst.name if worst is not None and len(ver.outputs) > 1 else "",  # type: ignore[union-attr]
+            "cosine_worst": (f"{shown.cosine_min:.4f} ({worst.name})" if worst is not None and len(ver.outputs) > 1
+                             else f"{shown.cosine_min:.4f}" if shown else ""),  # type: ignore[union-attr]
+            "top1_agreement": f"{100 * agreement:.1f}%" if agreement is not None else "",
+            "max_abs_error": f"{shown.max_abs_error:.3g}" if shown else "",
             "export_s": f"{art.export_seconds:.1f}" if art.export_seconds is not None else "",
             "metric": _value(art.evaluation.value, art.evaluation.metric) if art.evaluation else "",
             "drop": _drop(art.evaluation.drop, art.evaluation.drop_type) if art.evaluation else "",
@@ -71,7 +78,7 @@ def print_export_table(manifest: Manifest, model_dir: Path) -> None:
             table.add_row(row["backend"], row["precision"], f"{row['status'].upper()}", style=style)
             notes.append(f"[{style}]{row['backend']}: {row['detail']}[/{style}]")
             continue
-        cells = [row["backend"], row["precision"], row["size_mb"], row["size_ratio"], row["cosine_min"],
+        cells = [row["backend"], row["precision"], row["size_mb"], row["size_ratio"], row["cosine_worst"],
                  row["top1_agreement"], row["max_abs_error"], row["export_s"]]
         table.add_row(*(cells + ([row["metric"], row["drop"]] if ev is not None else [])))
         if row["detail"]:
@@ -85,6 +92,9 @@ def print_export_table(manifest: Manifest, model_dir: Path) -> None:
                          + (f"; latency × {control.latency_ratio_vs_ptq:g} vs plain PTQ"
                             if control.latency_ratio_vs_ptq else ""))
     console.print(table)
+    if len(manifest.model.outputs) > 1:
+        notes.insert(0, f"{len(manifest.model.outputs)} outputs: cos min and max |err| of the worst output (named), "
+                        "top-1 agree of class-score outputs; every output in the manifest (verification.outputs)")
     for note in notes:
         console.print(f"  {note}")
     if ev is not None:

@@ -50,7 +50,7 @@ def _artifacts(manifest: Manifest) -> list[str]:
             problems.append(f"- {art.backend}: {art.status} — {art.error or 'no reason recorded'}")
             continue
         lines.append(f"| {art.backend} | {art.runtime} | {art.precision} | `{art.path or ''}` | {row['size_mb']} | "
-                     f"{row['size_ratio']} | {row['cosine_min']} | {row['top1_agreement']} | "
+                     f"{row['size_ratio']} | {row['cosine_worst']} | {row['top1_agreement']} | "
                      f"`{(art.sha256 or '')[:16]}` |")
     if problems:
         lines += ["", "Not produced:"] + problems
