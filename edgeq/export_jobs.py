@@ -123,6 +123,7 @@ def export_in_parallel(request: ExportRequest, names: list[str], model_dir: Path
         todo.put(name)
     done: queue.Queue[Artifact | EdgeqError] = queue.Queue()
     context = multiprocessing.get_context("spawn")
+    _quiet_resource_tracker()
     stop = threading.Event()
     executors: list[ProcessPoolExecutor] = []
 
@@ -184,6 +185,17 @@ def export_in_parallel(request: ExportRequest, names: list[str], model_dir: Path
         raise
     for worker in workers:
         worker.join()
+
+
+def _quiet_resource_tracker() -> None:
+    """Workers killed on Ctrl-C leave their pool's semaphores to multiprocessing's resource tracker, which frees
+    them and prints a "leaked semaphore" warning meant for library authors; keep it off the user's terminal. The
+    tracker is a separate process that takes its warning filters from ``sys.warnoptions`` when it starts."""
+    if _TRACKER_FILTER not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_FILTER)
+
+
+_TRACKER_FILTER = "ignore:resource_tracker:UserWarning"
 
 
 def _stop_workers(executors: list[ProcessPoolExecutor]) -> None:
