@@ -139,12 +139,13 @@ def peer_litert(fp32: Path, out: Path, calib: np.ndarray, model: Any) -> Path:
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    args = (torch.from_numpy(calib[0]),)
+    samples = [tuple(torch.from_numpy(np.asarray(a)) for a in (x if isinstance(x, tuple) else (x,))) for x in calib]
+    args = samples[0]  # calib: arrays of the single input, or one tuple of arrays per sample (several inputs)
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config())
     with torch.no_grad():
         graph = prepare_pt2e(torch.export.export(model, args).module(), quantizer)
-        for x in calib:
-            graph(torch.from_numpy(x))
+        for sample in samples:
+            graph(*sample)
         graph = convert_pt2e(graph, fold_quantize=False)
         path = out / "model.tflite"
         litert_torch.convert(graph, args, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))

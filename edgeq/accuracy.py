@@ -1,4 +1,7 @@
-"""Accuracy-aware quantization (``edgeq export --eval EVALSET --max-drop X``).
+"""Accuracy-aware quantization (``edgeq export --eval EVALSET --max-drop X``, or label-free ``--min-fidelity C``).
+
+``--min-fidelity C`` is the same loop with a label-free value: the worst-sample cosine vs FP32 of every output on the
+held-out samples (1.0 for FP32), budget a drop of 1 - C (edgeq/pipeline.py ``fidelity_floor``).
 
 Plain post-training quantization runs first. If its metric drop (against the FP32 source model, on the eval set)
 exceeds the budget, layers go back to float until the drop is within budget, with each backend's own tool:
@@ -180,12 +183,17 @@ def nncf_control(options: ExportOptions, evaluation: EvalContext) -> ExportOptio
         indices, outputs = [], []
         for index, feeds in items:
             indices.append(index)
-            outputs.append(np.asarray(compiled(feeds)[0]))
+            outputs.append([np.asarray(v) for v in compiled(feeds).to_tuple()])
+        if evaluation.all_references is not None:  # --min-fidelity: worst-sample fidelity of every output
+            from edgeq.metrics import worst_fidelity_per_output
+
+            references = [evaluation.all_references[i] for i in indices]
+            return min(worst_fidelity_per_output(references, outputs)), None
         truth = evaluation.truth
         from edgeq.evaluation import score
 
         subset = None if truth is None else np.asarray(truth)[indices]
-        return sign * score(evaluation.metric, outputs, subset), None
+        return sign * score(evaluation.metric, [o[0] for o in outputs], subset), None
 
     return _with_extra(options, "nncf_accuracy_control", {
         "items": [(i, s) for i, s in enumerate(samples)], "validate": validate,

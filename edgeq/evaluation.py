@@ -81,7 +81,7 @@ def ground_truth(metric: Metric, eval_set: EvalSet, reference_outputs: Sequence[
     if metric.needs == "targets":
         if eval_set.targets is not None:
             return eval_set.targets, "targets"
-        if metric.name == "cosine":
+        if metric.name in ("cosine", "fidelity"):
             return np.stack([np.asarray(r) for r in reference_outputs]), "fp32 outputs"
         raise CalibrationError(f"metric {metric.name} needs float targets (an .npz with a float y), but eval set "
                                f"{eval_set.spec} has none")

@@ -29,6 +29,30 @@ FLOOR_FRACTION = 0.1
 (docs/fidelity.md): errors on a sample are judged relative to max(its own FP32 norm, this floor)."""
 
 
+def match_outputs(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``candidate`` outputs in ``reference``'s order: the next one of the same size each time (a runtime may reorder
+    or reshape outputs, e.g. TFLite), reshaped like the reference."""
+    pool = list(range(len(candidate)))
+    ordered = []
+    for ref in reference:
+        pick = next((i for i in pool if np.size(candidate[i]) == np.size(ref)), None)
+        if pick is None:
+            raise ValueError(f"no output of {np.size(ref)} values to compare with (sizes "
+                             f"{[int(np.size(c)) for c in candidate]})")
+        pool.remove(pick)
+        ordered.append(np.reshape(np.asarray(candidate[pick]), np.shape(ref)))
+    return ordered
+
+
+def worst_fidelity_per_output(reference: Sequence[Sequence[np.ndarray]],
+                              candidate: Sequence[Sequence[np.ndarray]]) -> list[float]:
+    """Worst-sample fidelity (the floored cosine of the manifest, ``floored_cosine_per_sample``) of each output:
+    ``reference[i]`` / ``candidate[i]`` are all outputs of sample i."""
+    matched = [match_outputs(ref, got) for ref, got in zip(reference, candidate)]
+    return [float(floored_cosine_per_sample([r[k] for r in reference], [m[k] for m in matched]).min())
+            for k in range(len(reference[0]))]
+
+
 def floored_cosine_per_sample(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
                               floor_fraction: float = FLOOR_FRACTION) -> np.ndarray:
     """Cosine per sample of ``[r, δ]`` vs ``[c, δ]``: both vectors get one extra component δ, the floor.
@@ -111,7 +135,7 @@ def top_k_accuracy(outputs: Sequence[np.ndarray], labels: Sequence[int], k: int 
 # ---------------------------------------------------------------------------------------------------------------
 # Task metrics for ``--eval`` / ``--metric``: a name, a direction, what ground truth it needs, and the function.
 # ---------------------------------------------------------------------------------------------------------------
-METRIC_NAMES = ("top1", "top5", "cosine", "mse", "mae")
+METRIC_NAMES = ("top1", "top5", "cosine", "fidelity", "mse", "mae")
 
 
 @dataclass(frozen=True)
@@ -143,6 +167,10 @@ def _cosine(outputs: np.ndarray, targets: np.ndarray | None) -> float:
     return float(cosine_per_sample(list(_scores(targets)), list(_scores(outputs))).mean())
 
 
+def _worst_cosine(outputs: np.ndarray, targets: np.ndarray | None) -> float:
+    return float(floored_cosine_per_sample(list(_scores(targets)), list(_scores(outputs))).min())
+
+
 def _mse(outputs: np.ndarray, targets: np.ndarray | None) -> float:
     return float(np.mean((_scores(outputs) - _scores(targets)) ** 2))
 
@@ -155,6 +183,7 @@ BUILTIN_METRICS = {
     "top1": Metric("top1", True, "labels", _top_k(1)),
     "top5": Metric("top5", True, "labels", _top_k(5)),
     "cosine": Metric("cosine", True, "targets", _cosine),
+    "fidelity": Metric("fidelity", True, "targets", _worst_cosine),  # worst-sample cosine (every output: EvalContext)
     "mse": Metric("mse", False, "targets", _mse),
     "mae": Metric("mae", False, "targets", _mae),
 }

@@ -89,6 +89,8 @@ class ExportRequest:
     metric: str | None = None
     max_drop: float | None = None
     drop_type: str = "absolute"
+    min_fidelity: float | None = None
+    """Label-free floor: worst-sample cosine vs FP32 of every output on the held-out samples (edgeq/accuracy.py)."""
     jobs: int | str = "auto"
     """Backends exported at once, each on its own cores ("auto": one per two cores; see edgeq/export_jobs.py)."""
     trust_model: bool = False
@@ -175,8 +177,9 @@ def verify_artifact(main: Path, context: VerifyContext, evaluation: EvalContext 
         order = match_outputs(context.output_names, shapes, described.get("outputs", []))
         held = [[sample[i] for i in order] for sample in outputs[:len(context.samples.holdout)]]
         verification = verification_of(held, context, described.get("runtime_version"))
-    if evaluation is not None:
-        evaluated = evaluation.evaluate([sample[order[0]] for sample in outputs[len(context.samples.holdout):]])
+    if evaluation is not None:  # --min-fidelity scores every output (EvalContext.all_references)
+        runs = [[sample[i] for i in order] for sample in outputs[len(context.samples.holdout):]]
+        evaluated = evaluation.evaluate([run[0] for run in runs], runs)
     return described, verification, evaluated
 
 
@@ -319,12 +322,19 @@ class EvalContext:
     reference_value: float
     drop_type: str = "absolute"
     max_drop: float | None = None
+    all_references: list[list[np.ndarray]] | None = None
+    """--min-fidelity: every FP32 output per sample; the value is then the worst-sample fidelity of every output."""
 
     def drop(self, value: float) -> float:
         return metric_drop(self.reference_value, value, self.metric.higher_is_better, self.drop_type)
 
-    def evaluate(self, outputs: list[np.ndarray]) -> Evaluation:
-        value = score(self.metric, outputs, self.truth)
+    def evaluate(self, outputs: list[np.ndarray], all_outputs: list[list[np.ndarray]] | None = None) -> Evaluation:
+        if self.all_references is not None and all_outputs is not None:
+            from edgeq.metrics import worst_fidelity_per_output
+
+            value = min(worst_fidelity_per_output(self.all_references, all_outputs))
+        else:
+            value = score(self.metric, outputs, self.truth)
         return Evaluation(metric=self.metric.name, value=value, drop=self.drop(value), drop_type=self.drop_type,
                           **fidelity_summary(self.references, outputs))
 
@@ -341,8 +351,33 @@ def prepare_evaluation(request: ExportRequest, eval_set: EvalSet,
     return context, info
 
 
+def fidelity_floor(request: ExportRequest, holdout: list[Feeds], references: list[list[np.ndarray]],
+                   source: str) -> tuple[EvalContext, EvalInfo]:
+    """``--min-fidelity C`` without ``--eval``: the held-out samples become the eval set, the value is the worst-sample
+    cosine of every output vs FP32 (1.0 for FP32 itself), and the budget is a drop of 1 - C."""
+    from edgeq.metrics import resolve_metric
+
+    if not holdout:
+        raise EdgeqError("--min-fidelity needs held-out samples (--holdout-samples > 0)")
+    floor = float(request.min_fidelity or 0.0)
+    eval_set = EvalSet(spec="held-out", description=source, samples=holdout)
+    first = [np.asarray(r[0]) for r in references]
+    context = EvalContext(eval_set, resolve_metric("fidelity"), np.stack(first), first, 1.0, "absolute",
+                          round(1.0 - floor, 10), all_references=references)
+    info = EvalInfo(source=source, samples=len(holdout), metric="fidelity", higher_is_better=True,
+                    ground_truth="fp32 outputs", reference=1.0,
+                    note=f"--min-fidelity {floor:g}: worst-sample cosine of every output on held-out inputs")
+    return context, info
+
+
 def check_eval_request(request: ExportRequest) -> None:
-    """Inconsistent --eval/--metric/--max-drop options fail in one line before any work."""
+    """Inconsistent --eval/--metric/--max-drop/--min-fidelity options fail in one line before any work."""
+    if request.min_fidelity is not None:
+        if not 0.0 < request.min_fidelity <= 1.0:
+            raise EdgeqError(f"--min-fidelity must be in (0, 1] (got {request.min_fidelity})")
+        if request.max_drop is not None or request.eval_spec:
+            raise EdgeqError("give one budget: --max-drop (a metric on --eval) or --min-fidelity (label-free, on the "
+                             "held-out samples, without --eval)")
     if request.max_drop is not None and not request.eval_spec:
         raise EdgeqError("--max-drop needs --eval EVALSET (the budget is measured on the eval set)")
     if request.metric and not request.eval_spec:
@@ -405,7 +440,9 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
         manifest.calibration = data.info
         manifest.tools = tool_versions()
         evaluation = None
-        if request.eval_spec:  # without --eval, the previous eval info stays with the artifacts it scored
+        if request.min_fidelity is not None and not request.eval_spec:
+            evaluation, manifest.evaluation = fidelity_floor(request, holdout, references, data.info.holdout_source)
+        elif request.eval_spec:  # without --eval, the previous eval info stays with the artifacts it scored
             assert eval_set is not None
             previous = manifest.evaluation
             evaluation, manifest.evaluation = prepare_evaluation(

@@ -35,7 +35,8 @@ def test_tiny_torch_to_onnx_fp32_fp16_qdq(tiny_model_file: Path, tiny_calib: Pat
     assert fp32.verification.max_abs_error < 1e-4
     assert fp16.verification.cosine_min > 0.999
     assert qdq.verification.cosine_min > 0.98
-    assert qdq.recipe["per_channel"] is True and qdq.recipe["format"] == "QDQ"
+    assert qdq.recipe["format"] == "QDQ" and isinstance(qdq.recipe["per_channel"], bool)
+    assert "per-channel minmax" in qdq.recipe["picked_by"] and "per-tensor percentile" in qdq.recipe["picked_by"]
     assert 0.2 < fp16.size_bytes / fp32.size_bytes < 0.75
     # no temporary build directories are left behind
     assert sorted(p.name for p in model_dir.iterdir()) == ["logs", "manifest.json", "onnx-fp16", "onnx-fp32", "onnx-qdq"]

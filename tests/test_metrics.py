@@ -62,7 +62,7 @@ def test_custom_metric_from_file_and_module(tmp_path: Path) -> None:
 
 
 def test_unknown_metric_is_one_line() -> None:
-    with pytest.raises(EdgeqError, match=r"unknown metric 'top3': choose top1, top5, cosine, mse, mae or module:function"):
+    with pytest.raises(EdgeqError, match=r"unknown metric 'top3': choose top1, top5, cosine, fidelity, mse, mae or module:function"):
         resolve_metric("top3")
 
 

@@ -26,9 +26,11 @@ each part measured on BERT-mini (bench/peers.py) and the real MiniLM-L6 sentence
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from edgeq.backends._onnx import (
@@ -67,8 +69,8 @@ def quant_types(target: str) -> dict[str, object]:
 
 def calibration_cosine(fp32: Path, quantized: Path, calib, input_names: list[str],
                        count: int = 16) -> tuple[float, float]:
-    """(min, mean) cosine similarity of ``quantized`` vs ``fp32`` outputs (all outputs concatenated) over the first
-    ``count`` calibration samples, both run by ONNX Runtime."""
+    """(min, mean) over the first ``count`` calibration samples of the worst output's cosine similarity, ``quantized``
+    vs ``fp32``, both run by ONNX Runtime (every output counts: a box head as much as a score head)."""
     import itertools
 
     import numpy as np
@@ -78,9 +80,47 @@ def calibration_cosine(fp32: Path, quantized: Path, calib, input_names: list[str
     cosines = []
     for sample in itertools.islice(iter(calib), count):
         feeds = {name: sample[name] for name in input_names}
-        ref, got = (np.concatenate([np.ravel(o) for o in s.run(None, feeds)]).astype(np.float64) for s in sessions)
-        cosines.append(float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got) + 1e-12)))
+        refs, gots = ([np.ravel(o).astype(np.float64) for o in s.run(None, feeds)] for s in sessions)
+        cosines.append(min(float(r @ g / (np.linalg.norm(r) * np.linalg.norm(g) + 1e-12)) if np.any(r) or np.any(g)
+                           else 1.0 for r, g in zip(refs, gots)))
     return (min(cosines), float(np.mean(cosines))) if cosines else (0.0, 0.0)
+
+
+@contextlib.contextmanager
+def _inside(directory: Path) -> Iterator[None]:
+    """Run with ``directory`` as the working directory (ORT's pre-processing writes temporary files there)."""
+    previous = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+MAX_REPAIRS = 3
+"""Re-quantizations with the nodes an invalid QDQ graph names kept float, before refusing."""
+
+
+def invalid_graph(model) -> tuple[str | None, list[str]]:  # model: onnx.ModelProto
+    """(first line of why ONNX Runtime refuses a quantized graph, the node names it points at) or (None, []).
+
+    E.g. "Node (x) Op (Concat) [ShapeInferenceError] All inputs to Concat must have same rank": found here, before
+    the artifact is written, instead of at load time on the device. Huge models (external data) are not checked.
+    """
+    import re
+
+    import onnxruntime as ort
+
+    if model.ByteSize() > 1_500_000_000:
+        return None, []
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises several types (Fail, InvalidGraph, InvalidArgument)
+        text = " ".join(str(exc).split())
+        return text[:300], list(dict.fromkeys(re.findall(r"Node \(([^)]+)\)", text)))
+    return None, []
 
 
 class _Reader:
@@ -132,14 +172,19 @@ class OnnxQdq(Backend):
                 if "onnx_reduce_range" in options.extra:
                     types = {**types, "reduce_range": bool(options.extra["onnx_reduce_range"]),
                              "reason": "reduce_range set by onnx_reduce_range"}
-                main = self._quantize(source, calib, prepped, out_dir / "model.onnx", work, options, types, method,
-                                      float_nodes)
+                main, types, method = self._pick_granularity_and_range(source, calib, prepped, out_dir, work,
+                                                                       options, types, method, float_nodes)
         excluded = list(options.extra.get("nodes_to_exclude", []) or [])
-        recipe = {"format": "QDQ", "per_channel": True, "target": target, "calibration": options.calib_method,
+        calibration = {v: k for k, v in CALIBRATION_METHODS.items() if v}.get(method, options.calib_method)
+        recipe = {"format": "QDQ", "per_channel": bool(types.get("per_channel", True)), "target": target,
+                  "calibration": calibration, "picked_by": str(types.get("picked_by", "")),
                   "activation_type": types["activation"], "weight_type": types["weight"],
                   "reduce_range": types["reduce_range"], "nodes_to_exclude": excluded,
                   "attention_recipe": types["attention"]}
-        notes.insert(0, f"{types['activation']}/{types['weight']} per-channel: {types['reason']}")
+        granularity = "per-channel" if types.get("per_channel", True) else "per-tensor"
+        notes.insert(0, f"{types['activation']}/{types['weight']} {granularity}: {types['reason']}")
+        if types.get("picked_by"):
+            notes.insert(1, f"{granularity} weights, {calibration} ranges: {types['picked_by']}")
         if types["attention"]:
             why = "onnx_attention_recipe" if forced is not None else "attention graph"
             notes.insert(1, f"{why}: LayerNorm, residual Adds and attention-mask ops float, MatMul/Gemm outputs not "
@@ -170,18 +215,52 @@ class OnnxQdq(Backend):
         main = save_onnx(load_full(trials[reduce]), out_dir / "model.onnx")
         return main, chosen
 
+    def _pick_granularity_and_range(self, source, calib, prepped: Path, out_dir: Path, work: Path, options, types,
+                                    method: str, float_nodes: list[str]) -> tuple[Path, dict[str, object], str]:
+        """Per-channel or per-tensor weights, and (default minmax only) minmax or percentile activation ranges: each
+        trial quantized, the one closest to FP32 on calibration samples kept (worst output of the worst sample first,
+        then the mean; held-out samples are never looked at).
+
+        Why (bench/zoo.py, docs/zoo.md): on real models no single choice wins. MTCNN PNet's box head: per-channel
+        0.983, per-tensor 0.994 worst-sample cosine; PP-OCRv5 text recognition: minmax 0.59, percentile 0.69;
+        PP-OCR's orientation classifier: per-channel minmax 0.993. Accuracy-control rebuilds (``nodes_to_exclude``
+        set) and ``onnx_per_channel`` skip the trials.
+        """
+        if "nodes_to_exclude" in options.extra or "onnx_per_channel" in options.extra:
+            chosen = {**types, "per_channel": bool(options.extra.get("onnx_per_channel", True))}
+            return self._quantize(source, calib, prepped, out_dir / "model.onnx", work, options, chosen, method,
+                                  float_nodes), chosen, method
+        methods = [method, "Percentile"] if options.calib_method == "minmax" else [method]
+        trials = [(per_channel, m) for m in methods for per_channel in (True, False)]
+        scores = {}
+        for per_channel, trial_method in trials:
+            path = work / f"trial-{'pc' if per_channel else 'pt'}-{trial_method}.onnx"
+            self._quantize(source, calib, prepped, path, work, options, {**types, "per_channel": per_channel},
+                           trial_method, float_nodes)
+            scores[(per_channel, trial_method)] = calibration_cosine(source.onnx_path(), path, calib,
+                                                                     [s.name for s in source.inputs])
+        best = max(trials, key=lambda trial: scores[trial])  # first listed wins ties: per-channel, the user's method
+        shown = ", ".join(f"{'per-channel' if pc else 'per-tensor'} {m.lower()} {scores[(pc, m)][0]:.4f}"
+                          for pc, m in trials)
+        chosen = {**types, "per_channel": best[0],
+                  "picked_by": f"closest to FP32 on calibration samples (worst-sample cosine: {shown})"}
+        path = work / f"trial-{'pc' if best[0] else 'pt'}-{best[1]}.onnx"
+        return save_onnx(load_full(path), out_dir / "model.onnx"), chosen, best[1]
+
     @staticmethod
     def _preprocess(source, work: Path, notes: list[str]) -> Path:
         """ORT's ``quant_pre_process`` (symbolic shape inference, graph optimizations such as Conv+BN folding)."""
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        prepped = work / "preprocessed.onnx"
-        fp32 = load_full(source.onnx_path())
-        try:
-            quant_pre_process(fp32, str(prepped))
-        except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs; retry without it
-            notes.append(f"symbolic shape inference skipped ({type(exc).__name__})")
-            quant_pre_process(fp32, str(prepped), skip_symbolic_shape=True)
+        prepped = (work / "preprocessed.onnx").resolve()
+        fp32 = str(Path(source.onnx_path()).resolve())  # a path, not a loaded proto: ORT's shape inference re-saves
+        # protos with external data into its own temp dir and then fails to find it ("… stored in …/foo.bin")
+        with _inside(prepped.parent):  # ORT leaves sym_shape_infer_temp.onnx + <uuid>.data in the working directory
+            try:
+                quant_pre_process(fp32, str(prepped))
+            except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs; retry without
+                notes.append(f"symbolic shape inference skipped ({type(exc).__name__})")
+                quant_pre_process(fp32, str(prepped), skip_symbolic_shape=True)
         return prepped
 
     @staticmethod
@@ -191,19 +270,28 @@ class OnnxQdq(Backend):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
-        if options.calib_method == "percentile":
+        if method == "Percentile":
             extra["CalibPercentile"] = float(options.extra.get("percentile", 99.999))
         excluded = list(options.extra.get("nodes_to_exclude", []) or [])
         excluded += [name for name in dict.fromkeys(float_nodes) if name not in excluded]
         if types.get("attention"):
             extra["OpTypesToExcludeOutputQuantization"] = ["MatMul", "Gemm"]
         quantized = work / "quantized.onnx"
-        quantize_static(
-            str(prepped), str(quantized), _Reader(calib, [s.name for s in source.inputs]),
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=bool(types["reduce_range"]),
-            activation_type=getattr(QuantType, str(types["activation"])),
-            weight_type=getattr(QuantType, str(types["weight"])),
-            calibrate_method=getattr(CalibrationMethod, method), nodes_to_exclude=excluded or None,
-            extra_options=extra,
-        )
-        return save_onnx(load_full(quantized), out)
+        for _attempt in range(MAX_REPAIRS + 1):
+            quantize_static(
+                str(prepped), str(quantized), _Reader(calib, [s.name for s in source.inputs]),
+                quant_format=QuantFormat.QDQ, per_channel=bool(types.get("per_channel", True)),
+                reduce_range=bool(types["reduce_range"]),
+                activation_type=getattr(QuantType, str(types["activation"])),
+                weight_type=getattr(QuantType, str(types["weight"])),
+                calibrate_method=getattr(CalibrationMethod, method), nodes_to_exclude=excluded or None,
+                extra_options=extra,
+            )
+            model = load_full(quantized)
+            problem, culprits = invalid_graph(model)
+            if problem is None:
+                return save_onnx(model, out)
+            if not culprits or set(culprits) <= set(excluded):
+                break
+            excluded += [name for name in culprits if name not in excluded]  # those nodes stay float; try again
+        raise BackendError(f"ONNX Runtime's quantizer wrote an invalid graph, refused before writing: {problem}")

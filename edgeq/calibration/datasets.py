@@ -19,6 +19,8 @@ def fit_sample(value: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
     if value.shape != tuple(spec.shape):
         if tuple(value.shape) == tuple(spec.shape[1:]):
             value = value[None]
+        elif (moved := _other_layout(value, tuple(spec.shape))) is not None:
+            value = moved  # NHWC images for an NCHW model, or the other way round: one transpose fits
         else:
             raise CalibrationError(f"{where}: input {spec.name!r} expects shape {list(spec.shape)} "
                                    f"(or {list(spec.shape[1:])} per sample), got {list(value.shape)}")
@@ -26,11 +28,23 @@ def fit_sample(value: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
     if value.dtype != want:
         same_kind = (value.dtype.kind == "f") == (want.kind == "f")
         if not same_kind or value.dtype.kind in "bOSUV" or want.kind == "b":
-            raise CalibrationError(f"{where}: input {spec.name!r} expects dtype {want}, got {value.dtype}")
+            hint = " (convert and scale it the way the model expects, e.g. x.astype('float32') / 255)" \
+                if value.dtype.kind in "iu" and want.kind == "f" else ""
+            raise CalibrationError(f"{where}: input {spec.name!r} expects dtype {want}, got {value.dtype}{hint}")
         value = value.astype(want)
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         raise CalibrationError(f"{where}: input {spec.name!r} contains NaN or Inf")
     return value
+
+
+def _other_layout(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``value`` (one image, with or without its batch dim) moved NHWC → NCHW or NCHW → NHWC when exactly that fits
+    ``shape`` (4-D inputs only; square channel-less cases that fit both ways are left to the caller's error)."""
+    if len(shape) != 4 or value.ndim not in (3, 4):
+        return None
+    batched = value if value.ndim == 4 else value[None]
+    fits = [perm for perm in ((0, 3, 1, 2), (0, 2, 3, 1)) if batched.transpose(perm).shape == shape]
+    return np.ascontiguousarray(batched.transpose(fits[0])) if len(fits) == 1 else None
 
 
 class Dataset:

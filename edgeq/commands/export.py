@@ -28,11 +28,14 @@ def export(
     eval_spec: str | None = typer.Option(None, "--eval", help="Eval set with labels/targets (same forms as --calib); "
                                          "scores every artifact and the FP32 source"),
     eval_samples: int | None = typer.Option(None, "--eval-samples", min=1, help="Use only the first N eval samples"),
-    metric: str | None = typer.Option(None, "--metric", help="top1 | top5 | cosine | mse | mae | module:function "
+    metric: str | None = typer.Option(None, "--metric", help="top1 | top5 | cosine | fidelity | mse | mae | module:function "
                                       "(default: top1 with labels, mse with float targets, else cosine vs FP32)"),
     max_drop: float | None = typer.Option(None, "--max-drop", help="Accuracy budget vs FP32 (needs --eval): layers "
                                           "return to float until the drop is within it"),
     drop_type: str = typer.Option("absolute", "--drop-type", help="absolute | relative (for --max-drop)"),
+    min_fidelity: float | None = typer.Option(None, "--min-fidelity", help="Label-free floor: worst-sample cosine vs "
+                                              "FP32 of every output on held-out inputs; layers return to float until "
+                                              "it holds (docs/accuracy.md)"),
     jobs: str = typer.Option("auto", "--jobs", "-j", help="Backends exported at once, each pinned to its own cores "
                              "(auto: one per 2 cores, so never more threads than cores)"),
     qat: bool = typer.Option(False, "--qat", help="PyTorch models: quantization-aware training before the INT8 "
@@ -61,6 +64,7 @@ def export(
         model=model, calib=calib, backends=backend, out=out, weights=weights, input_shapes=input_shape,
         calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
         eval_spec=eval_spec, eval_samples=eval_samples, metric=metric, max_drop=max_drop, drop_type=drop_type,
+        min_fidelity=min_fidelity,
         jobs=_parse_jobs(jobs), trust_model=trust_model,
         options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io,  # type: ignore[arg-type]
                               tflite_narrow_convs=tflite_narrow_convs, qat=qat_settings),  # type: ignore[arg-type]
@@ -74,7 +78,8 @@ def export(
         raise typer.Exit(1)
     missed = [a.backend for a in manifest.artifacts if a.accuracy_control is not None and not a.accuracy_control.met]
     if missed:
-        console.print(f"[red]accuracy budget --max-drop {max_drop:g} not met by {', '.join(missed)}: the best "
+        budget = f"--min-fidelity {min_fidelity:g}" if min_fidelity is not None else f"--max-drop {max_drop:g}"
+        console.print(f"[red]accuracy budget {budget} not met by {', '.join(missed)}: the best "
                       "artifact found was kept and marked (accuracy_control.met = false)[/red]")
         raise typer.Exit(3)
 

@@ -32,7 +32,7 @@ def load_model(spec: str | Path, weights: str | Path | None = None, input_shapes
         from edgeq.models.torch_model import TorchSource
 
         return TorchSource.from_exported_program(path, trust_model)
-    if suffix in (".keras", ".h5") or (path.is_dir() and (path / "saved_model.pb").exists()):
+    if suffix in (".keras", ".h5", ".hdf5") or (path.is_dir() and (path / "saved_model.pb").exists()):
         try:
             from edgeq.models.keras_model import KerasSource
         except ImportError:
@@ -42,7 +42,7 @@ def load_model(spec: str | Path, weights: str | Path | None = None, input_shapes
         raise ModelError(f"model file not found: {path}")
     raise ModelError(
         f"cannot tell the format of {path}: give an .onnx file, path/to/file.py:ClassName, a .pt2 program, "
-        "a .keras file or a SavedModel directory"
+        "a .keras/.h5/.hdf5 file or a SavedModel directory"
     )
 
 

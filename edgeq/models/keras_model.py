@@ -149,7 +149,10 @@ def _load_saved_model(path: Path, trust_model: bool = False) -> Any:
         with quiet_tf():
             loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{path} is not a readable SavedModel ({type(exc).__name__}: {first_line(exc, 160)})") from None
+        loaded = _load_signatures_only(path)  # e.g. saved with its optimizer: '_UserObject' … no attribute 'add_slot'
+        if loaded is None:
+            raise ModelError(f"{path} is not a readable SavedModel ({type(exc).__name__}: {first_line(exc, 160)})") \
+                from None
     signatures = dict(getattr(loaded, "signatures", {}) or {})
     if not signatures:
         raise ModelError(f"SavedModel {path} has no serving signature; export it with a signature "
@@ -157,6 +160,52 @@ def _load_saved_model(path: Path, trust_model: bool = False) -> Any:
     if SIGNATURE not in signatures and len(signatures) > 1:
         raise ModelError(f"SavedModel {path} has several signatures and no {SIGNATURE!r}: {', '.join(signatures)}")
     return loaded, signatures.get(SIGNATURE) or next(iter(signatures.values()))
+
+
+def _load_signatures_only(path: Path) -> Any:
+    """The serving signature of a SavedModel without reviving its object graph (None if that fails too).
+
+    ``tf.saved_model.load`` revives every saved object; a model saved with its optimizer (slot variables) fails there
+    ("'_UserObject' object has no attribute 'add_slot'"; TF's own TFLiteConverter fails the same way). TF1's loader
+    reads only the MetaGraph and restores the variables by name; the signature's graph is then frozen (variables →
+    constants), so no variable handle reaches the converters as an extra input (tf2onnx) or an unknown op.
+    """
+    import tensorflow as tf
+
+    try:
+        with quiet_tf():
+            graph = tf.Graph()
+            with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+                meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+                defs = {k: v for k, v in meta.signature_def.items() if not k.startswith("__")}
+                signature = defs.get(SIGNATURE) or next(iter(defs.values()))
+                outputs = {key: info.name for key, info in signature.outputs.items()}
+                frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
+                    session, graph.as_graph_def(), sorted({name.split(":")[0] for name in outputs.values()}))
+            return _GraphSignature(frozen, signature)
+    except Exception:  # noqa: BLE001 - the caller reports the first error, which says more
+        return None
+
+
+class _GraphSignature:
+    """A frozen TF1 signature called like a TF2 one: keyword inputs → dict of outputs."""
+
+    def __init__(self, graph_def: Any, signature: Any):
+        import tensorflow as tf
+
+        self._keys = sorted(signature.inputs)
+        wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+        tensor = wrapped.graph.get_tensor_by_name
+        self._function = wrapped.prune(feeds=[tensor(signature.inputs[k].name) for k in self._keys],
+                                       fetches={k: tensor(v.name) for k, v in signature.outputs.items()})
+        self.structured_input_signature = ((), {
+            k: tf.TensorSpec(tf.TensorShape(signature.inputs[k].tensor_shape), tf.as_dtype(signature.inputs[k].dtype),
+                             name=k) for k in self._keys})
+        self.structured_outputs = {k: None for k in signature.outputs}
+        self.signatures = {SIGNATURE: self}
+
+    def __call__(self, **feeds: Any) -> Any:
+        return self._function(*(feeds[key] for key in self._keys))
 
 
 class KerasSource(ModelSource):

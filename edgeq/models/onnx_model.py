@@ -51,7 +51,7 @@ class OnnxSource(ModelSource):
         inputs: list[TensorSpec] = []
         for index, value in enumerate(i for i in model.graph.input if i.name not in initializers):
             ttype = value.type.tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim]
             given = shape_for(value.name, index, input_shapes)
             if given is not None:
                 if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given)):

@@ -51,8 +51,12 @@ def load_state_dict(weights: Path) -> dict[str, Any]:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt files raise many types
         raise ModelError(f"cannot read weights {weights}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    for key in ("state_dict", "model_state_dict", "model", "net"):  # training checkpoints wrap the state dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if isinstance(state, dict) and state and all(str(k).startswith("module.") for k in state):
+        state = {str(k)[len("module."):]: v for k, v in state.items()}  # saved from DataParallel / DDP
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{weights} is not a state dict of tensors (save model.state_dict(), not the model)")
     return state
@@ -70,6 +74,36 @@ def _quiet_exporter() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+def _infer_input_dtypes(net: Any, inputs: list[TensorSpec]) -> list[TensorSpec]:
+    """float32 inputs unless the module says otherwise: an ``input_dtypes`` attribute ({name: "int64"}), or int64
+    for the inputs that float zeros cannot feed (token ids into ``nn.Embedding``: "Expected tensor ... Long")."""
+    import torch
+
+    declared = dict(getattr(net, "input_dtypes", None) or {})
+    inputs = [TensorSpec(s.name, s.shape, str(declared.get(s.name, s.dtype))) for s in inputs]
+    if declared or not any(isinstance(m, torch.nn.Embedding) for m in net.modules()):
+        return inputs
+
+    def runs(specs: list[TensorSpec]) -> bool:
+        try:
+            with torch.no_grad():
+                net(*(torch.zeros(s.shape, dtype=getattr(torch, s.dtype)) for s in specs))
+            return True
+        except (RuntimeError, TypeError, IndexError):
+            return False
+
+    if runs(inputs):
+        return inputs
+    every = [TensorSpec(s.name, s.shape, "int64") for s in inputs]
+    if runs(every):  # token ids and their attention mask: what tokenizers give
+        return every
+    for index in range(len(inputs)):  # one input at a time to int64, keeping each change that helps
+        trial = [TensorSpec(s.name, s.shape, "int64") if i <= index else s for i, s in enumerate(inputs)]
+        if runs(trial):
+            return trial
+    return [TensorSpec(s.name, s.shape, "int64") for s in inputs]
 
 
 class TorchSource(ModelSource):
@@ -126,6 +160,7 @@ class TorchSource(ModelSource):
                     continue
                 raise ModelError(f"PyTorch input {param.name!r} needs a shape: --input-shape {param.name}=1x3x224x224")
             inputs.append(TensorSpec(param.name, tuple(shape), "float32"))
+        inputs = _infer_input_dtypes(net, inputs)
         return cls(path, class_name.lower() if weights is None else weights.stem, net, inputs, weights)
 
     @classmethod

@@ -87,7 +87,10 @@ def print_export_table(manifest: Manifest, model_dir: Path) -> None:
             art = manifest.artifact(row["backend"])
             control = art.accuracy_control
             assert control is not None
-            notes.append(f"{row['backend']}: --max-drop {control.budget:g}: drop {control.drop_before:+.4f} → "
+            floor = manifest.evaluation is not None and manifest.evaluation.metric == "fidelity" \
+                and manifest.evaluation.note is not None and manifest.evaluation.note.startswith("--min-fidelity")
+            budget = f"--min-fidelity {1 - control.budget:g}" if floor else f"--max-drop {control.budget:g}"
+            notes.append(f"{row['backend']}: {budget}: drop {control.drop_before:+.4f} → "
                          f"{control.drop_after:+.4f}, {row['float_layers']}: {', '.join(control.layers_to_float)}"
                          + (f"; latency × {control.latency_ratio_vs_ptq:g} vs plain PTQ"
                             if control.latency_ratio_vs_ptq else ""))
