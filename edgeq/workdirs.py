@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from edgeq.errors import EdgeqError
@@ -105,3 +106,17 @@ def disk_full_error(path: Path, needed_bytes: int | None = None) -> DiskFull:
     need = f"needs about {needed_bytes / 1e6:.1f} MB, " if needed_bytes else ""
     return DiskFull(f"disk full writing {path}: {need}{free / 1e6:.1f} MB free there; nothing half-written was "
                     "kept (finished backends are in the manifest), free space and re-run")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created with its folder): one holder at a time across processes."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -15,7 +15,6 @@ calls (pytest-xdist workers) serialise on ``ROOT.lock``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -24,11 +23,12 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from edgeq.errors import DeviceError
+from edgeq.workdirs import file_lock
 
 DEFAULT_ROOT = Path("~/.cache/edgeq/arm64-root")
 STAMP_NAME = "edgeq-arm64.json"
@@ -124,7 +124,7 @@ def setup_arm64(root: Path | str = DEFAULT_ROOT, *, runtimes: Iterable[str] = ("
         return {**stamp, "reused": True}  # type: ignore[dict-item]
     _refuse_foreign(root, stamp)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(root.parent / f"{root.name}.lock"):
+    with file_lock(root.parent / f"{root.name}.lock"):
         stamp = read_stamp(root)  # another process may have built it while we waited
         if not force and _stamp_satisfies(stamp, wanted):
             return {**stamp, "reused": True}  # type: ignore[dict-item]
@@ -140,18 +140,6 @@ def _refuse_foreign(root: Path, stamp: dict[str, Any] | None) -> None:
     if stamp is None and root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DeviceError(f"{root} exists but is not an edgeq arm64 root (no {STAMP_NAME}); "
                           "remove it or choose another --root")
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    import fcntl
-
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_stale_builds(root: Path) -> None:

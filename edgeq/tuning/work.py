@@ -9,17 +9,15 @@ into ``DIR/cells/<key>/<device>/``. Both are cached by recipe key: a finished bu
 
 from __future__ import annotations
 
-import fcntl
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeq.errors import failure_reason
 from edgeq.tuning.space import FALLBACK_KEYS, Recipe
+from edgeq.workdirs import file_lock
 
 RANKING_SAMPLES = 16
 
@@ -71,18 +69,6 @@ def context_fingerprint(context: TuneContext) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive file lock (``flock``): one build of a recipe at a time across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _record_from_manifest(context: TuneContext, key: str, recipe: Recipe, cached: bool) -> dict[str, Any] | None:
     from edgeq.manifest import find_manifests
 
@@ -128,7 +114,7 @@ def _write_failure(context: TuneContext, key: str, recipe: Recipe, error: str) -
 def build(context: TuneContext, recipe: Recipe) -> dict[str, Any]:
     """Export (or reuse) the recipe's artifact; returns a JSON-able record (status, fidelity, metric, size)."""
     key = recipe.key(context.key_salt)
-    with locked(context.out / "locks" / f"{key}.lock"):
+    with file_lock(context.out / "locks" / f"{key}.lock"):
         failed = context.artifact_dir(key) / "failed.json"
         if failed.is_file():
             return json.loads(failed.read_text()) | {"cached": True}
