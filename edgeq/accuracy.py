@@ -14,6 +14,9 @@ exceeds the budget, layers go back to float until the drop is within budget, wit
   tensor whose few outlier channels stretch the per-tensor range (and crush every other channel) ranks first.
   Then the producer and consumers of the top-k tensors are excluded — ORT ``nodes_to_exclude``; PT2E modules left
   unannotated — for k = 1, 2, … until the budget is met.
+- ``tflite-int8`` from an ONNX source built by the onnx2tf route: TFLite's QuantizationDebugger ranks the ops of the
+  INT8 TFLite model itself (same SQNR), and the converter leaves the chosen ops and their consumers float
+  (``denylisted_nodes``): the ranked layers are exactly what that route quantizes.
 
 When the budget cannot be met, the artifact with the smallest drop is kept and marked ``met: false``.
 """
@@ -154,6 +157,20 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: b
     return sorted(groups, key=lambda g: g.sqnr_db)
 
 
+def rank_onnx2tf(source: Any, calib: Any) -> list[LayerGroup]:
+    """The ranking for tflite-int8 built by the onnx2tf route: TFLite's QuantizationDebugger compares every quantized
+    op with its float version on the calibration samples (``edgeq/tools/onnx2tf_convert.py --rank``); each group
+    is an op's output tensor and the outputs of its consumers (TFLite tensor names, what the converter's selective
+    quantization takes)."""
+    from edgeq.backends._tflite_onnx2tf import run_tool
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = run_tool(source, calib, Path(tmp) / "unused.tflite", "int8", "float", rank=True)
+    return [LayerGroup(entry["tensor"], round(entry["sqnr_db"], 2),
+                       list(dict.fromkeys([entry["tensor"], *entry.get("consumers", [])])))
+            for entry in report["ranked"]]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # OpenVINO (NNCF)
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,10 +269,17 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
             if name == "onnx-qdq":
                 record.method = "median per-channel SQNR of each QDQ activation (ORT qdq_loss_debug); nodes_to_exclude"
                 groups, key = rank_onnx_qdq(plain.files.main, feeds[:RANKING_SAMPLES]), "nodes_to_exclude"
+            elif str(plain.files.recipe.get("route", "")).startswith("onnx2tf"):
+                record.method = ("median per-channel SQNR of each TFLite op's output (TFLite QuantizationDebugger, "
+                                 "onnx2tf route); those ops and their consumers left float by the converter")
+                groups, key = rank_onnx2tf(source, calib), "tflite_float_nodes"
+                options = _with_extra(options, "tflite_route", "onnx2tf")
             else:
                 record.method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
                 groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES],
                                        options.tflite_narrow_convs == "float"), "tflite_exclude_modules"
+                if source.framework == "onnx":  # rebuild through the route that worked
+                    options = _with_extra(options, "tflite_route", "litert-torch")
             record.ranked_layers = [f"{g.tensor} ({g.sqnr_db:g} dB): {', '.join(g.layers)}" for g in groups]
             base = [str(n) for n in options.extra.get(key, []) or []]
             for k in range(1, min(len(groups), MAX_ATTEMPTS) + 1):

@@ -1,5 +1,8 @@
-"""tflite-int8: INT8 weights and activations via litert-torch's PT2E quantizer; int8 model I/O, or float32 I/O
-with ``--tflite-io float``."""
+"""tflite-int8: INT8 weights and activations; int8 model I/O, or float32 I/O with ``--tflite-io float``.
+
+PyTorch sources: litert-torch's PT2E quantizer. Keras / SavedModel sources: TFLiteConverter. ONNX sources: a chain of
+routes (``ONNX_ROUTES``, measured on real models in docs/onnx-to-tflite.md), each handing over to the next when it
+fails; the manifest recipe names the route used and why the earlier ones failed."""
 
 from __future__ import annotations
 
@@ -7,7 +10,12 @@ from pathlib import Path
 
 from edgeq.backends._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 from edgeq.backends.base import Backend, ExportedFiles
-from edgeq.errors import BackendError, CalibrationError
+from edgeq.errors import BackendError, CalibrationError, UnsupportedConversion, failure_reason
+
+ONNX_ROUTES = ("onnx2tf", "litert-torch")
+"""Route order for ONNX sources: onnx2tf (isolated tool environment) first — it exported and verified the most real
+ONNX models at the best fidelity (docs/onnx-to-tflite.md) — then onnx2fx → litert-torch PT2E.
+``options.extra["tflite_route"]`` pins one route (accuracy control rebuilds through the route that worked)."""
 
 
 class TfliteInt8(Backend):
@@ -39,12 +47,53 @@ class TfliteInt8(Backend):
             return ExportedFiles(main=main, recipe={"route": "litert-torch PT2E", "per_channel": True, "symmetric": True,
                                                     "io": "int8", "layout": source.layout, "qat": qat},
                                  notes=[f"QAT {options.qat.epochs} epoch(s); full integer: int8 weights, activations and I/O"])
+        if source.framework == "onnx":
+            return self._onnx_chain(source, calib, out_dir, options)
+        return self._litert(source, calib, out_dir, options)
+
+    def _onnx_chain(self, source, calib, out_dir: Path, options) -> ExportedFiles:
+        """Try each ONNX route in order; the first that converts wins, the others' reasons go into the recipe."""
+        pinned = options.extra.get("tflite_route")
+        routes = [str(pinned)] if pinned else list(ONNX_ROUTES)
+        failed: dict[str, str] = {}
+        for route in routes:
+            try:
+                files = self._onnx2tf(source, calib, out_dir, options) if route == "onnx2tf" \
+                    else self._litert(source, calib, out_dir, options)
+            except Exception as exc:  # noqa: BLE001 - any failure of one route hands over to the next
+                failed[route] = failure_reason(exc, 300)
+                for leftover in out_dir.iterdir():
+                    if leftover.is_file():
+                        leftover.unlink()
+                continue
+            if failed:
+                files.recipe["routes_failed"] = failed
+                files.notes.append("earlier route(s) failed: " + "; ".join(f"{r}: {e}" for r, e in failed.items()))
+            return files
+        raise UnsupportedConversion("no ONNX→TFLite route converts this model: "
+                                    + "; ".join(f"{r}: {e}" for r, e in failed.items()))
+
+    def _onnx2tf(self, source, calib, out_dir: Path, options) -> ExportedFiles:
+        from edgeq.backends import _tflite_onnx2tf
+
+        float_nodes = [str(n) for n in options.extra.get("tflite_float_nodes", []) or []]
+        recipe = _tflite_onnx2tf.convert(source, calib, out_dir / "model.tflite", "int8", options.tflite_io,
+                                         float_nodes)
+        note = "int8 weights and activations (onnx2tf → TFLiteConverter), " + (
+            "float32 model I/O" if options.tflite_io == "float" else "int8 model I/O")
+        if float_nodes:
+            note += f"; {len(float_nodes)} tensor(s) left in float"
+        return ExportedFiles(main=out_dir / "model.tflite", recipe=recipe, notes=[note])
+
+    def _litert(self, source, calib, out_dir: Path, options) -> ExportedFiles:
+        """litert-torch PT2E (PyTorch sources, and ONNX sources converted by onnx2fx)."""
         excluded = [str(m) for m in options.extra.get("tflite_exclude_modules", []) or []]
         float_io = options.tflite_io == "float"
         narrow_float = options.tflite_narrow_convs == "float"
         main, per_channel = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded,
                                          narrow_convs_float=narrow_float, float_io=float_io)
-        recipe = {"route": "litert-torch PT2E", "export": "strict", "per_channel": per_channel, "symmetric": True,
+        route = "onnx2fx → litert-torch PT2E" if source.framework == "onnx" else "litert-torch PT2E"
+        recipe = {"route": route, "export": "strict", "per_channel": per_channel, "symmetric": True,
                   "io": options.tflite_io, "calibration": "minmax", "layout": source.layout,
                   "narrow_convs": f"float when < {NARROW_CONV_CHANNELS} input channels and >= {NARROW_CONV_MIN_MACS} MACs"
                   if narrow_float else "int8"}

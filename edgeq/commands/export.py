@@ -25,6 +25,9 @@ def export(
     tflite_narrow_convs: str = typer.Option(
         "int8", "--tflite-narrow-convs", help="tflite-int8 from PyTorch/ONNX: int8 (full integer) or float for heavy "
         "convolutions over < 8 input channels (image stems; faster on x86 XNNPACK, docs/tflite-int8.md)"),
+    tflite_route: str = typer.Option(
+        "auto", "--tflite-route", help="tflite-int8 from ONNX: auto (onnx2tf, then onnx2fx → litert-torch when it "
+        "fails; docs/onnx-to-tflite.md), onnx2tf or litert-torch"),
     eval_spec: str | None = typer.Option(None, "--eval", help="Eval set with labels/targets (same forms as --calib); "
                                          "scores every artifact and the FP32 source"),
     eval_samples: int | None = typer.Option(None, "--eval-samples", min=1, help="Use only the first N eval samples"),
@@ -57,6 +60,8 @@ def export(
         raise typer.BadParameter("--tflite-io must be int8 or float")
     if tflite_narrow_convs not in ("int8", "float"):
         raise typer.BadParameter("--tflite-narrow-convs must be int8 or float")
+    if tflite_route not in ("auto", "onnx2tf", "litert-torch"):
+        raise typer.BadParameter("--tflite-route must be auto, onnx2tf or litert-torch")
     from edgeq.qat import settings_from_cli
 
     qat_settings = settings_from_cli(qat, train, epochs, lr, seed, max_drop)
@@ -67,7 +72,8 @@ def export(
         min_fidelity=min_fidelity,
         jobs=_parse_jobs(jobs), trust_model=trust_model,
         options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io,  # type: ignore[arg-type]
-                              tflite_narrow_convs=tflite_narrow_convs, qat=qat_settings),  # type: ignore[arg-type]
+                              tflite_narrow_convs=tflite_narrow_convs, qat=qat_settings,  # type: ignore[arg-type]
+                              extra={} if tflite_route == "auto" else {"tflite_route": tflite_route}),
     )
     with StepProgress() as progress:
         manifest = run_export(request, on_step=progress.log, on_progress=progress.advance)

@@ -98,6 +98,7 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             specialize_static_values(module, example_inputs)
+        weights_as_parameters(module)
     except Exception as exc:  # noqa: BLE001 - any failure of the eager run means the conversion is unusable
         raise UnsupportedConversion(
             f"ONNX model {name}: the converted PyTorch module fails on the example inputs ({type(exc).__name__}: "
@@ -122,7 +123,11 @@ def specialize_static_values(module: Any, example_inputs: tuple[Any, ...]) -> in
     Runs the FX graph node by node on ``example_inputs``. A value is *static* when it comes from a constant, from
     ``Shape``/``Size`` (shapes are fixed) or only from static values. For every node that is not static, each
     static operand that is small (a shape, axes, a scalar) is tried as a Python literal and kept only if the node
-    then returns exactly the same result. Dead static nodes are removed afterwards.
+    then returns exactly the same result; any other static operand computed in the graph (a ``Range`` of anchor
+    offsets, a shape-derived grid) is folded into a constant buffer, because ``torch.export`` would otherwise trace
+    the handlers' ``.item()`` reads of it as data-dependent values (YOLOv8's ONNX export: ``GuardOnDataDependentSymNode:
+    Could not guard on data-dependent expression zuf2 > 0.0``, from ``Range`` → ``torch.arange``). Dead static nodes
+    are removed afterwards.
     """
     import torch
     from torch.fx.node import map_arg
@@ -131,7 +136,7 @@ def specialize_static_values(module: Any, example_inputs: tuple[Any, ...]) -> in
     env: dict[Any, Any] = {}
     static: set[Any] = set()
     feeds = iter(example_inputs)
-    replaced = 0
+    replaced = folded = 0
     with torch.no_grad():
         for node in list(graph.nodes):
             if node.op == "placeholder":
@@ -155,7 +160,10 @@ def specialize_static_values(module: Any, example_inputs: tuple[Any, ...]) -> in
                 static.add(node)
                 continue
             for operand in list(node.all_input_nodes):
-                if operand not in static or not _literal_able(env[operand]):
+                if operand not in static:
+                    continue
+                if not _literal_able(env[operand]):
+                    folded += _fold_into_buffer(module, node, operand, env[operand])
                     continue
                 literal = _to_literal(env[operand])
                 trial_args = map_arg(node.args, lambda n, op=operand, lit=literal: lit if n is op else env[n])
@@ -168,10 +176,27 @@ def specialize_static_values(module: Any, example_inputs: tuple[Any, ...]) -> in
                     node.args = map_arg(node.args, lambda n, op=operand, lit=literal: lit if n is op else n)
                     node.kwargs = map_arg(node.kwargs, lambda n, op=operand, lit=literal: lit if n is op else n)
                     replaced += 1
+                else:
+                    folded += _fold_into_buffer(module, node, operand, env[operand])
     graph.eliminate_dead_code()
     _drop_unused_buffers(module)
     module.recompile()
-    return replaced
+    return replaced + folded
+
+
+def _fold_into_buffer(module: Any, node: Any, operand: Any, value: Any) -> int:
+    """Replace ``operand`` (a static value computed in the graph) in ``node`` by a constant buffer; 1 if done."""
+    import torch
+
+    if operand.op == "get_attr" or not isinstance(value, torch.Tensor):
+        return 0
+    name = f"_folded_{operand.name}"
+    if not hasattr(module, name):
+        module.register_buffer(name, value.detach().clone())
+    with module.graph.inserting_before(node):
+        constant = module.graph.get_attr(name)
+    node.replace_input_with(operand, constant)
+    return 1
 
 
 def _callable(module: Any, node: Any):
@@ -214,6 +239,23 @@ def _identical(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
+
+
+def weights_as_parameters(module: Any) -> int:
+    """Turn the module's floating-point buffers (onnx2fx keeps every initializer as a buffer) into frozen
+    parameters; return how many. torchao's ``prepare_pt2e`` folds BatchNorm into the preceding convolution by
+    registering the folded weight as a *parameter* under the weight's name, which fails on a buffer of that name
+    (``KeyError: "attribute 'conv2d_0_w_0' already exists"`` on every PaddlePaddle export, whose BatchNormalization
+    nodes are not folded)."""
+    import torch
+
+    moved = 0
+    for name, buffer in list(module.named_buffers(recurse=False)):
+        if buffer.is_floating_point():
+            delattr(module, name)
+            module.register_parameter(name, torch.nn.Parameter(buffer, requires_grad=False))
+            moved += 1
+    return moved
 
 
 def _drop_unused_buffers(module: Any) -> None:

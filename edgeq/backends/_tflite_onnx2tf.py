@@ -1,0 +1,70 @@
+"""The onnx2tf route for TFLite artifacts from ONNX sources (``edgeq/tools/onnx2tf_convert.py`` in onnx2tf's own
+pinned environment, run as a subprocess; docs/onnx-to-tflite.md).
+
+onnx2tf turns the graph channel-last inside; edgeq keeps the artifact's inputs and outputs in the ONNX layout (a
+transpose at each boundary, found by value for outputs), so the manifest's layout stays the source's, and the
+runner, verification, evaluation and benchmarks feed it exactly like the other backends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import UnsupportedConversion
+
+ROUTE = "onnx2tf"
+TIMEOUT_SECONDS = 1800
+
+
+def _calibration_npz(source, calib, path: Path) -> Path:
+    """The calibration samples as one npz: one stacked array per ONNX input name."""
+    samples = list(calib)
+    arrays = {spec.name: np.concatenate([np.asarray(feeds[spec.name]).reshape(spec.shape) for feeds in samples])
+              for spec in source.inputs}
+    np.savez(path, **arrays)
+    return path
+
+
+def run_tool(source, calib, out: Path, mode: str, io: str = "int8", float_nodes: list[str] | None = None,
+             rank: bool = False) -> dict:
+    """Run onnx2tf_convert.py in the onnx2tf tool environment; its JSON report, or UnsupportedConversion with the
+    tool's one-line reason. ``rank``: the per-op quantization error instead of a model."""
+    from edgeq.tools import CONVERT_SCRIPTS, ensure
+
+    python = ensure(ROUTE, progress=lambda text: print(f"[edgeq tools] {text}", file=sys.stderr, flush=True))
+    with tempfile.TemporaryDirectory(prefix="edgeq-onnx2tf-") as tmp:
+        command = [str(python), str(CONVERT_SCRIPTS[ROUTE]), "--onnx", str(source.onnx_path()), "--out", str(out),
+                   "--calib", str(_calibration_npz(source, calib, Path(tmp) / "calib.npz")), "--mode", mode,
+                   "--io", io, "--float-nodes", json.dumps(float_nodes or [])] + (["--rank"] if rank else [])
+        try:  # the tool's chatter and tracebacks go to our stderr (the backend's log file during an export)
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise UnsupportedConversion(f"onnx2tf did not finish within {TIMEOUT_SECONDS} s") from None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise UnsupportedConversion(f"onnx2tf crashed (exit code {done.returncode}, no report)")
+    report = json.loads(lines[-1])
+    if not report.get("ok"):
+        raise UnsupportedConversion(f"onnx2tf: {report.get('error', 'failed')}")
+    return report
+
+
+def convert(source, calib, out: Path, mode: str, io: str = "int8", float_nodes: list[str] | None = None) -> dict:
+    """Write ``out`` (``mode`` fp32 or int8) and return the recipe entries of the route."""
+    report = run_tool(source, calib, out, mode, io, float_nodes)
+    recipe: dict[str, object] = {
+        "route": f"onnx2tf {report['onnx2tf']} → tf.lite.TFLiteConverter (TensorFlow {report['tensorflow']}, "
+                 "isolated tool environment)",
+        "layout": source.layout, "io_layout": "as the ONNX model (transposes at the boundary)",
+        "output_transposes": report["output_perms"]}
+    if mode == "int8":
+        recipe |= {"per_channel": True, "symmetric": "weights", "io": io, "calibration": "minmax (TFLiteConverter)"}
+    if float_nodes:
+        recipe["float_tensors"] = float_nodes
+    return recipe

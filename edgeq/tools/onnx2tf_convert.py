@@ -1,0 +1,261 @@
+"""ONNX → TFLite with onnx2tf, run by the isolated onnx2tf tool environment (``edgeq tools setup onnx2tf``).
+
+This file is executed by that environment's Python as a script: it must not import edgeq (whose dependencies are
+not installed there), only onnx2tf's own stack (TensorFlow 2.19, onnxruntime 1.23, numpy 1.26).
+
+Steps:
+1. ``onnx2tf.convert`` builds a Keras model from the (static-shape) ONNX file. Every input keeps its ONNX layout
+   (``keep_ncw_or_nchw_or_ncdhw_input_names``: onnx2tf inserts the NCHW→NHWC transpose inside the graph).
+2. Each Keras output is matched with the ONNX Runtime output of the same index on a calibration sample: onnx2tf
+   turns channel-first outputs channel-last, so the permutation back to the ONNX shape is found by value.
+3. A ``tf.function`` (ONNX-layout inputs, ONNX-layout outputs) is converted by ``tf.lite.TFLiteConverter``:
+   FP32, or full-integer INT8 with the calibration samples as representative dataset (int8 or float32 model I/O).
+   ``--float-nodes``: tensors (op outputs) left in float through TFLite's QuantizationDebugger (selective
+   quantization), for accuracy control. ``--rank``: per-op quantization error of the INT8 model (median per-channel
+   SQNR of each op's output vs the same op run in float), written as JSON.
+Prints one JSON line on stdout at the end: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import traceback
+
+PSEUDO_OPERATORS = ["erf"]
+"""Ops TFLite has no builtin for, which onnx2tf rewrites with builtins: ``Erf`` (GELU in PP-OCRv5/v6 detectors:
+"'tf.Erf' op is neither a custom op nor a flex op" otherwise)."""
+
+
+def _channel_sqnr(pre, post) -> float:
+    """Median over channels (last axis: TFLite is channel-last) of the SQNR in dB of ``post`` vs ``pre``."""
+    import numpy as np
+
+    pre, post = np.asarray(pre, np.float64), np.asarray(post, np.float64)
+    pre, post = pre.reshape(-1, pre.shape[-1] if pre.ndim else 1), post.reshape(-1, post.shape[-1] if post.ndim else 1)
+    signal, noise = (pre ** 2).sum(0), ((pre - post) ** 2).sum(0)
+    live = signal > 0
+    if not live.any():
+        return float("inf")
+    return float(np.median(10 * np.log10(signal[live] / np.maximum(noise[live], 1e-30))))
+
+
+def _output_perms(keras_outputs, onnx_outputs) -> list[list[int]]:
+    """For each output, the permutation of the Keras output's axes that reproduces the ONNX output (by value)."""
+    import numpy as np
+
+    perms = []
+    for index, (ours, theirs) in enumerate(zip(keras_outputs, onnx_outputs)):
+        ours, theirs = np.asarray(ours), np.asarray(theirs)
+        best, best_error = None, None
+        for perm in itertools.permutations(range(ours.ndim)):
+            if ours.ndim > 6:
+                break
+            moved = np.transpose(ours, perm)
+            if moved.shape != theirs.shape:
+                continue
+            error = float(np.max(np.abs(moved.astype(np.float64) - theirs))) if theirs.size else 0.0
+            if best_error is None or error < best_error:
+                best, best_error = list(perm), error
+            if error == 0.0:
+                break
+        if best is None:
+            raise RuntimeError(f"onnx2tf output {index} has shape {list(ours.shape)}, which no transpose maps to the "
+                               f"ONNX output shape {list(theirs.shape)}")
+        scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+        if best_error is not None and best_error > 1e-2 * max(scale, 1.0):
+            raise RuntimeError(f"onnx2tf output {index} differs from ONNX Runtime (max |diff| {best_error:.3g}, "
+                               f"output range {scale:.3g})")
+        perms.append(best)
+    return perms
+
+
+def _sanitized(model) -> None:
+    """Node names TensorFlow accepts as scope names (PaddlePaddle exports name nodes ``Softmax@0``), kept unique."""
+    import re
+
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        name = re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", node.name) or f"node_{index}"
+        if not re.match(r"[A-Za-z0-9.]", name):
+            name = f"n{name}"
+        while name in seen:
+            name = f"{name}_{index}"
+        seen.add(name)
+        node.name = name
+
+
+def _dequantized(np, values, scale: float, zero_point: int):
+    """An op's quantized output as float (a float tensor as it is: some ops of the debug model run float)."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.floating) or not scale:
+        return values.astype(np.float64)
+    return (values.astype(np.float64) - zero_point) * scale
+
+
+CHANNEL_MIXING_OPS = {"FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"}
+"""Ops that mix channels: an outlier channel's range stops at their output, so float fallback stops there."""
+
+
+def _consumers(ops: list[dict], names: dict[int, str], tensor: int | None, depth: int = 8) -> list[str]:
+    """Output tensors of the ops that read ``tensor``, followed through ops that keep channels apart (elementwise,
+    reshape, pooling …) up to and including the first channel-mixing op: keeping one activation float means every
+    op that carries its range until then runs float too."""
+    found: list[str] = []
+    frontier = [tensor] if tensor is not None else []
+    for _ in range(depth):
+        following = []
+        for op in ops:
+            if not any(index in list(op["inputs"]) for index in frontier):
+                continue
+            for out in op["outputs"]:
+                if out in names and names[out] not in found:
+                    found.append(names[out])
+                    if op["op_name"] not in CHANNEL_MIXING_OPS:
+                        following.append(out)
+        if not following:
+            break
+        frontier = following
+    return found
+
+
+def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
+    """Per-op quantization error of the INT8 model, worst first: TFLite's QuantizationDebugger runs each quantized op
+    beside its float version on the same (quantized) inputs; the error is the median per-channel SQNR of the op's
+    output. Each entry names the op's output tensor and the output tensors of the ops that read it (to leave a
+    tensor float, its producer and consumers both run float)."""
+    import csv
+    import io
+
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative,
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(
+            layer_direct_compare_metrics={"sqnr": lambda f, q, s, z: _channel_sqnr(f, _dequantized(np, q, s, z))}))
+    debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    rows = [row for row in csv.DictReader(io.StringIO(dump.getvalue())) if row.get("sqnr")]
+    # the op graph of the plain quantized model; its tensor names are the statistics' names, except where the
+    # converter added a suffix digit to keep names unique (a float I/O model's last op output 'PartitionedCall:01')
+    interpreter = tf.lite.Interpreter(model_content=debugger.get_nondebug_quantized_model())
+    names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - inputs / outputs per op
+    known = {row["tensor_name"] for row in rows}
+
+    def stat_name(name: str) -> str:
+        return name if name in known or name[:-1] not in known else name[:-1]
+
+    by_name = {stat_name(name): index for index, name in names.items()}
+    ranked = []
+    for row in rows:
+        consumers = [stat_name(n) for n in _consumers(ops, names, by_name.get(row["tensor_name"]))]
+        ranked.append({"tensor": row["tensor_name"], "op": row["op_name"], "sqnr_db": float(row["sqnr"]),
+                       "consumers": [n for n in dict.fromkeys(consumers) if n in known]})
+    return sorted(ranked, key=lambda r: r["sqnr_db"])
+
+
+def convert(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import onnx
+    import onnx2tf
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    model = onnx.load(args.onnx)
+    initializers = {i.name for i in model.graph.initializer}
+    input_names = [i.name for i in model.graph.input if i.name not in initializers]
+    calib = np.load(args.calib)
+    samples = [{name: calib[name][i:i + 1] for name in input_names} for i in range(len(calib[input_names[0]]))]
+    _sanitized(model)
+    with tempfile.TemporaryDirectory() as work:
+        sanitized = os.path.join(work, "model.onnx")
+        onnx.save(model, sanitized)
+        keras_model = onnx2tf.convert(
+            input_onnx_file_path=sanitized, output_folder_path=os.path.join(work, "tf"), non_verbose=True,
+            keep_ncw_or_nchw_or_ncdhw_input_names=input_names, disable_model_save=True,
+            replace_to_pseudo_operators=PSEUDO_OPERATORS)
+    session = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
+    first = samples[0]
+
+    def keras_run(feeds):  # -> list of numpy outputs
+        values = [tf.constant(feeds[name]) for name in input_names]
+        result = keras_model(values if len(values) > 1 else values[0], training=False)
+        return [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
+
+    perms = _output_perms(keras_run(first), session.run(None, first))
+    specs = [tf.TensorSpec(first[name].shape, tf.as_dtype(first[name].dtype), name=f"in{i}")
+             for i, name in enumerate(input_names)]
+
+    @tf.function(input_signature=specs)
+    def serve(*values):
+        result = keras_model(list(values) if len(values) > 1 else values[0], training=False)
+        result = result if isinstance(result, (list, tuple)) else [result]
+        return [y if perm == sorted(perm) else tf.transpose(y, perm) for y, perm in zip(result, perms)]
+
+    concrete = serve.get_concrete_function()
+
+    def converter(io: str = args.io):  # -> tf.lite.TFLiteConverter
+        made = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
+        if args.mode == "int8":
+            made.optimizations = [tf.lite.Optimize.DEFAULT]
+            made.representative_dataset = representative
+            made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if io == "int8":
+                made.inference_input_type = tf.int8
+                made.inference_output_type = tf.int8
+        return made
+
+    def representative():
+        for feeds in samples:
+            yield [feeds[name] for name in input_names]
+
+    float_nodes = json.loads(args.float_nodes) if args.float_nodes else []
+    report: dict = {"ok": True, "output_perms": perms, "onnx2tf": onnx2tf.__version__, "tensorflow": tf.__version__,
+                    "float_nodes": float_nodes}
+    if args.rank:
+        report["ranked"] = _ranked_tensors(tf, np, converter("float"), representative)
+        return report
+    if float_nodes:  # selective quantization: the named op outputs (and so their ops) stay float
+        made = converter()
+        made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=made, debug_dataset=representative,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=float_nodes, fully_quantize=args.io == "int8"))
+        flatbuffer = debugger.get_nondebug_quantized_model()
+    else:
+        flatbuffer = converter().convert()
+    with open(args.out, "wb") as handle:
+        handle.write(flatbuffer)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--onnx", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--calib", required=True, help="npz: one array per ONNX input name, samples on axis 0")
+    parser.add_argument("--mode", choices=("fp32", "int8"), default="int8")
+    parser.add_argument("--io", choices=("int8", "float"), default="int8")
+    parser.add_argument("--float-nodes", default="", help="JSON list of tensor names left in float")
+    parser.add_argument("--rank", action="store_true", help="write per-op quantization error instead of a model")
+    args = parser.parse_args()
+    stdout = os.dup(1)
+    os.dup2(2, 1)  # onnx2tf and TensorFlow print to fd 1: keep it for the one JSON line
+    try:
+        report = convert(args)
+    except BaseException as exc:  # noqa: BLE001 - any failure is reported as one line, traceback to stderr
+        traceback.print_exc()
+        report = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+    sys.stdout.flush()
+    os.dup2(stdout, 1)
+    print(json.dumps(report), flush=True)
+    return 0 if report.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
