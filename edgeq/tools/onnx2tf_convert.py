@@ -158,6 +158,19 @@ def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
     return sorted(ranked, key=lambda r: r["sqnr_db"])
 
 
+def _simplified(model):
+    """onnxsim's constant folding (the static-shape graph's Shape → Slice → Concat chains become constants), so that
+    shape inference knows every tensor's shape for the rewrites below; the model unchanged if onnxsim fails."""
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(model)
+        return simplified if ok else model
+    except Exception:  # noqa: BLE001 - simplification is an optimisation; onnx2tf runs onnxsim itself too
+        traceback.print_exc()
+        return model
+
+
 def _squeezes_as_reshapes(model) -> int:
     """Squeeze / Unsqueeze with a static output shape → Reshape to that shape; returns how many. onnx2tf 1.29
     mistranslates the squeeze axis of a channel-last tensor in PP-OCR recognizers (``Can not squeeze dim[2],
@@ -252,6 +265,7 @@ def convert(args: argparse.Namespace) -> dict:
     calib = np.load(args.calib)
     samples = [{name: calib[name][i:i + 1] for name in input_names} for i in range(len(calib[input_names[0]]))]
     _sanitized(model)
+    model = _simplified(model)
     rewritten = {"squeeze_unsqueeze_as_reshape": _squeezes_as_reshapes(model), "split_as_slices": _splits_as_slices(model)}
     _no_downloads(onnx2tf, samples, input_names)
     with tempfile.TemporaryDirectory() as work:
