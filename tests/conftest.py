@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# tflite-int8 from ONNX: tests take onnx2fx → litert-torch unless they exercise the default chain themselves
+# (tests/test_onnx_tflite_routes.py), so no test builds onnx2tf's 2.6 GB tool environment by accident and no result
+# depends on whether a previous run left it cached.
+os.environ.setdefault("EDGEQ_TFLITE_ROUTES", "litert-torch")
 
 REPO = Path(__file__).resolve().parents[1]
 

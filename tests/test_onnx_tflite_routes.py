@@ -60,6 +60,7 @@ def test_static_range_folded_into_a_constant(tmp_path: Path) -> None:
 def test_route_chain_hands_over_and_records_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the onnx2tf environment unavailable (not set up, setup not allowed), tflite-int8 from ONNX falls back to
     onnx2fx → litert-torch and the manifest names the route used and why the first one failed."""
+    monkeypatch.delenv("EDGEQ_TFLITE_ROUTES", raising=False)  # the default chain
     monkeypatch.setenv("EDGEQ_TOOLS_DIR", str(tmp_path / "no-tools"))
     monkeypatch.setenv("EDGEQ_NO_TOOL_SETUP", "1")
     path = models.conv_bn(tmp_path / "conv_bn.onnx")
@@ -73,16 +74,18 @@ def test_route_chain_hands_over_and_records_why(tmp_path: Path, monkeypatch: pyt
     assert art.verification is not None and art.verification.cosine_min > 0.98
 
 
-@pytest.fixture(scope="module")
-def onnx2tf_env() -> Path:
-    """The onnx2tf tool environment (built from PyPI on first use, ~80 s plus a 2.6 GB download; cached after)."""
-    from edgeq.tools import ensure, installed
+@pytest.fixture()
+def onnx2tf_env(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The onnx2tf tool environment (built from PyPI on first use: 80 s idle, ~10 min on a loaded 2-core machine,
+    2.6 GB; cached in ~/.cache/edgeq/tools after), with edgeq's default route order."""
+    from edgeq.tools import installed, setup, tool_python
 
+    monkeypatch.delenv("EDGEQ_TFLITE_ROUTES", raising=False)
     started = time.perf_counter()
     cached = installed("onnx2tf") is not None
-    python = ensure("onnx2tf")
+    setup("onnx2tf")
     print(f"onnx2tf tool environment: {'cached' if cached else 'built'} in {time.perf_counter() - started:.1f} s")
-    return python
+    return tool_python("onnx2tf")
 
 
 @pytest.mark.slow  # onnx2tf + TFLiteConverter in a subprocess: ~30-60 s per conversion

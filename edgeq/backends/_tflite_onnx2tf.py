@@ -22,13 +22,19 @@ ROUTE = "onnx2tf"
 TIMEOUT_SECONDS = 1800
 
 
-def _calibration_npz(source, calib, path: Path) -> Path:
-    """The calibration samples as one npz: one stacked array per ONNX input name."""
-    samples = list(calib)
-    arrays = {spec.name: np.concatenate([np.asarray(feeds[spec.name]).reshape(spec.shape) for feeds in samples])
-              for spec in source.inputs}
-    np.savez(path, **arrays)
-    return path
+def _calibration_arrays(source, calib, directory: Path) -> Path:
+    """The calibration samples as ``input<i>.npy`` files (one stacked array per model input, in input order), written
+    one sample at a time so that large image sets never sit in memory twice; the tool memory-maps them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    count = len(calib)
+    arrays = [np.lib.format.open_memmap(directory / f"input{i}.npy", mode="w+", dtype=np.dtype(spec.dtype),
+                                        shape=(count, *spec.shape)) for i, spec in enumerate(source.inputs)]
+    for row, feeds in enumerate(calib):
+        for array, spec in zip(arrays, source.inputs):
+            array[row] = np.asarray(feeds[spec.name]).reshape(spec.shape)
+    for array in arrays:
+        array.flush()
+    return directory
 
 
 def run_tool(source, calib, out: Path, mode: str, io: str = "int8", float_nodes: list[str] | None = None,
@@ -40,7 +46,7 @@ def run_tool(source, calib, out: Path, mode: str, io: str = "int8", float_nodes:
     python = ensure(ROUTE, progress=lambda text: print(f"[edgeq tools] {text}", file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="edgeq-onnx2tf-") as tmp:
         command = [str(python), str(CONVERT_SCRIPTS[ROUTE]), "--onnx", str(source.onnx_path()), "--out", str(out),
-                   "--calib", str(_calibration_npz(source, calib, Path(tmp) / "calib.npz")), "--mode", mode,
+                   "--calib", str(_calibration_arrays(source, calib, Path(tmp) / "calib")), "--mode", mode,
                    "--io", io, "--float-nodes", json.dumps(float_nodes or [])] + (["--rank"] if rank else [])
         try:  # the tool's chatter and tracebacks go to our stderr (the backend's log file during an export)
             done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=TIMEOUT_SECONDS)

@@ -6,6 +6,7 @@ fails; the manifest recipe names the route used and why the earlier ones failed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edgeq.backends._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
@@ -14,8 +15,18 @@ from edgeq.errors import BackendError, CalibrationError, UnsupportedConversion, 
 
 ONNX_ROUTES = ("onnx2tf", "litert-torch")
 """Route order for ONNX sources: onnx2tf (isolated tool environment) first — it exported and verified the most real
-ONNX models at the best fidelity (docs/onnx-to-tflite.md) — then onnx2fx → litert-torch PT2E.
-``options.extra["tflite_route"]`` pins one route (accuracy control rebuilds through the route that worked)."""
+ONNX models at the best fidelity (docs/onnx-to-tflite.md) — then onnx2fx → litert-torch PT2E. ``EDGEQ_TFLITE_ROUTES``
+(comma-separated) replaces the order; ``options.extra["tflite_route"]`` (``--tflite-route``) pins one route
+(accuracy control rebuilds through the route that worked)."""
+
+
+def onnx_routes() -> list[str]:
+    """The route order in force: ``EDGEQ_TFLITE_ROUTES`` or ``ONNX_ROUTES``; unknown names are refused."""
+    named = [r.strip() for r in os.environ.get("EDGEQ_TFLITE_ROUTES", "").split(",") if r.strip()]
+    unknown = sorted(set(named) - set(ONNX_ROUTES))
+    if unknown:
+        raise BackendError(f"EDGEQ_TFLITE_ROUTES: unknown route(s) {', '.join(unknown)}; known: {', '.join(ONNX_ROUTES)}")
+    return named or list(ONNX_ROUTES)
 
 
 class TfliteInt8(Backend):
@@ -54,7 +65,7 @@ class TfliteInt8(Backend):
     def _onnx_chain(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         """Try each ONNX route in order; the first that converts wins, the others' reasons go into the recipe."""
         pinned = options.extra.get("tflite_route")
-        routes = [str(pinned)] if pinned else list(ONNX_ROUTES)
+        routes = [str(pinned)] if pinned else onnx_routes()
         failed: dict[str, str] = {}
         for route in routes:
             try:

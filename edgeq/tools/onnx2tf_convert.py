@@ -241,13 +241,28 @@ def _splits_as_slices(model) -> int:
     return rewritten
 
 
+class _Samples:
+    """Calibration samples read one at a time from memory-mapped arrays (batch 1 each)."""
+
+    def __init__(self, names: list[str], arrays: list) -> None:
+        self.names, self.arrays = names, arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, index: int) -> dict:
+        import numpy as np
+
+        return {name: np.ascontiguousarray(array[index]) for name, array in zip(self.names, self.arrays)}
+
+
 def _no_downloads(onnx2tf, samples: list, input_names: list[str]) -> None:
     """onnx2tf downloads sample images from the internet (for its per-op check inference) when every input is a
     channel-last image; give it the calibration images instead (edgeq never downloads at run time)."""
     import numpy as np
     from onnx2tf import onnx2tf as core
 
-    first = np.concatenate([feeds[input_names[0]] for feeds in samples]).astype(np.float32)
+    first = np.concatenate([samples[i][input_names[0]] for i in range(min(len(samples), 20))]).astype(np.float32)
     images = first.transpose(0, 2, 3, 1) if first.ndim == 4 else first
     core.download_test_image_data = lambda: images
 
@@ -262,8 +277,8 @@ def convert(args: argparse.Namespace) -> dict:
     model = onnx.load(args.onnx)
     initializers = {i.name for i in model.graph.initializer}
     input_names = [i.name for i in model.graph.input if i.name not in initializers]
-    calib = np.load(args.calib)
-    samples = [{name: calib[name][i:i + 1] for name in input_names} for i in range(len(calib[input_names[0]]))]
+    arrays = [np.load(os.path.join(args.calib, f"input{i}.npy"), mmap_mode="r") for i in range(len(input_names))]
+    samples = _Samples(input_names, arrays)
     _sanitized(model)
     model = _simplified(model)
     rewritten = {"squeeze_unsqueeze_as_reshape": _squeezes_as_reshapes(model), "split_as_slices": _splits_as_slices(model)}
@@ -307,7 +322,8 @@ def convert(args: argparse.Namespace) -> dict:
         return made
 
     def representative():
-        for feeds in samples:
+        for index in range(len(samples)):
+            feeds = samples[index]
             yield [feeds[name] for name in input_names]
 
     float_nodes = json.loads(args.float_nodes) if args.float_nodes else []
@@ -335,7 +351,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--calib", required=True, help="npz: one array per ONNX input name, samples on axis 0")
+    parser.add_argument("--calib", required=True, help="folder of input<i>.npy: one array per ONNX input (input order), "
+                        "samples on axis 0")
     parser.add_argument("--mode", choices=("fp32", "int8"), default="int8")
     parser.add_argument("--io", choices=("int8", "float"), default="int8")
     parser.add_argument("--float-nodes", default="", help="JSON list of tensor names left in float")
