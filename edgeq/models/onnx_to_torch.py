@@ -76,8 +76,6 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
     ``example_inputs`` are tensors in graph-input order (initializer inputs excluded). Raises
     :class:`UnsupportedConversion` naming the op type(s) that cannot be converted, or why tracing fails.
     """
-    import onnx2fx
-    import torch
 
     missing = unsupported_op_types(model)
     if missing:
@@ -85,6 +83,28 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
             f"ONNX model {name} cannot be converted to PyTorch for TFLite: unsupported op type(s) {', '.join(missing)}"
         )
     _register_handlers()
+    module, failure = _converted(model, example_inputs, name, fold_large=False)
+    if failure is not None and "DataDependent" in type(failure).__name__ + str(failure):
+        # a handler reads a static tensor computed in the graph with .item() (YOLOv8's float Range limits): fold
+        # such tensors into constants and try again; keep the first error if that does not trace either
+        module, second = _converted(model, example_inputs, name, fold_large=True)
+        failure = None if second is None else failure
+    if failure is not None:
+        control = sorted({node.op_type for node in model.graph.node} & _CONTROL_FLOW_OPS)
+        hint = f" (its {'/'.join(control)} control flow depends on input values)" if control else ""
+        raise UnsupportedConversion(
+            f"ONNX model {name} was converted to PyTorch but torch.export cannot trace it{hint}, which litert-torch "
+            f"needs: {type(failure).__name__}: {first_line(failure)}"
+        )
+    return module
+
+
+def _converted(model: Any, example_inputs: tuple[Any, ...], name: str, fold_large: bool) -> tuple[Any, Any]:
+    """onnx2fx conversion, static specialization and frozen weights; returns ``(module, torch.export failure or
+    None)``. Conversion failures raise UnsupportedConversion."""
+    import onnx2fx
+    import torch
+
     try:
         module = onnx2fx.convert(model)
     except onnx2fx.UnsupportedOpError as exc:  # ops inside If/Loop bodies are only seen here
@@ -97,7 +117,7 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
     module.eval()
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            specialize_static_values(module, example_inputs)
+            specialize_static_values(module, example_inputs, fold_large=fold_large)
         weights_as_parameters(module)
     except Exception as exc:  # noqa: BLE001 - any failure of the eager run means the conversion is unusable
         raise UnsupportedConversion(
@@ -108,26 +128,23 @@ def onnx_to_torch(model: Any, example_inputs: tuple[Any, ...], name: str = "mode
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             torch.export.export(module, tuple(example_inputs))
     except Exception as exc:  # noqa: BLE001 - torch.export raises many types; the message is what matters
-        control = sorted({node.op_type for node in model.graph.node} & _CONTROL_FLOW_OPS)
-        hint = f" (its {'/'.join(control)} control flow depends on input values)" if control else ""
-        raise UnsupportedConversion(
-            f"ONNX model {name} was converted to PyTorch but torch.export cannot trace it{hint}, which litert-torch "
-            f"needs: {type(exc).__name__}: {first_line(exc)}"
-        ) from None
-    return module
+        return module, exc
+    return module, None
 
 
-def specialize_static_values(module: Any, example_inputs: tuple[Any, ...]) -> int:
+def specialize_static_values(module: Any, example_inputs: tuple[Any, ...], fold_large: bool = False) -> int:
     """Replace input-independent operands by Python literals where results stay identical; return how many.
 
     Runs the FX graph node by node on ``example_inputs``. A value is *static* when it comes from a constant, from
     ``Shape``/``Size`` (shapes are fixed) or only from static values. For every node that is not static, each
     static operand that is small (a shape, axes, a scalar) is tried as a Python literal and kept only if the node
-    then returns exactly the same result; any other static operand computed in the graph (a ``Range`` of anchor
-    offsets, a shape-derived grid) is folded into a constant buffer, because ``torch.export`` would otherwise trace
-    the handlers' ``.item()`` reads of it as data-dependent values (YOLOv8's ONNX export: ``GuardOnDataDependentSymNode:
-    Could not guard on data-dependent expression zuf2 > 0.0``, from ``Range`` → ``torch.arange``). Dead static nodes
-    are removed afterwards.
+    then returns exactly the same result. ``fold_large``: any other static operand computed in the graph (a ``Range``
+    of anchor offsets, a shape-derived grid) is folded into a constant buffer, because ``torch.export`` would
+    otherwise trace the handlers' ``.item()`` reads of it as data-dependent values (YOLOv8's ONNX export:
+    ``GuardOnDataDependentSymNode: Could not guard on data-dependent expression zuf2 > 0.0``, from ``Range`` →
+    ``torch.arange``; PP-OCR's classifier: a Reshape of a static SE offset read with ``.tolist()``). Not by default:
+    a folded buffer's *values* are unknown to the tracer, while a scalar computed from shapes is a known constant.
+    Dead static nodes are removed afterwards.
     """
     import torch
     from torch.fx.node import map_arg
@@ -163,20 +180,21 @@ def specialize_static_values(module: Any, example_inputs: tuple[Any, ...]) -> in
                 if operand not in static:
                     continue
                 if not _literal_able(env[operand]):
-                    folded += _fold_into_buffer(module, node, operand, env[operand])
+                    folded += _fold_into_buffer(module, node, operand, env[operand]) if fold_large else 0
                     continue
                 literal = _to_literal(env[operand])
                 trial_args = map_arg(node.args, lambda n, op=operand, lit=literal: lit if n is op else env[n])
                 trial_kwargs = map_arg(node.kwargs, lambda n, op=operand, lit=literal: lit if n is op else env[n])
                 try:
                     trial = call(*trial_args, **trial_kwargs)
-                except Exception:  # noqa: BLE001 - the handler needs a tensor here: keep the operand
+                except Exception:  # noqa: BLE001 - the handler needs a tensor here: keep the operand (or fold it)
+                    folded += _fold_into_buffer(module, node, operand, env[operand]) if fold_large else 0
                     continue
                 if _identical(trial, value):
                     node.args = map_arg(node.args, lambda n, op=operand, lit=literal: lit if n is op else n)
                     node.kwargs = map_arg(node.kwargs, lambda n, op=operand, lit=literal: lit if n is op else n)
                     replaced += 1
-                else:
+                elif fold_large:
                     folded += _fold_into_buffer(module, node, operand, env[operand])
     graph.eliminate_dead_code()
     _drop_unused_buffers(module)
