@@ -93,3 +93,17 @@ def outlier_mlp(path: Path, outlier: float = 400.0, channel: int = 5) -> Path:
              helper.make_node("Add", ["o0", "b2"], ["logits"], name="add_1")]
     return _save(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializers, path, 17)
+
+
+def static_reshape_add(path: Path) -> Path:
+    """x + Reshape(offset, [1, C, 1, 1]) with a constant offset, as PP-OCR's mobile classifier's SE blocks: the
+    Reshape of a static tensor stayed in the graph and its target was read with ``.tolist()`` (``Could not extract
+    specialized integer from data-dependent expression u0``)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializers = [numpy_helper.from_array(np.array([0.5, -1.5, 2.0], np.float32), "offset"),
+                    numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "target")]
+    nodes = [helper.make_node("Reshape", ["offset", "target"], ["offset4d"]),
+             helper.make_node("Add", ["x", "offset4d"], ["y"])]
+    return _save(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])], initializers, path, 13)

@@ -57,6 +57,17 @@ def test_static_range_folded_into_a_constant(tmp_path: Path) -> None:
         np.testing.assert_allclose(exported(torch.from_numpy(x)).numpy(), _ort(path, x), atol=1e-6)
 
 
+def test_reshape_of_a_static_tensor_traces(tmp_path: Path) -> None:
+    """PP-OCR's mobile classifier: a static Reshape feeding an Add could not become a literal and its target was read
+    with .tolist() at trace time ('data-dependent expression u0'); it is folded into a constant on the retry."""
+    path = models.static_reshape_add(tmp_path / "se.onnx")
+    x = np.random.default_rng(5).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    module = onnx_to_torch(onnx.load(str(path)), (torch.from_numpy(x),))
+    with torch.no_grad():
+        exported = torch.export.export(module, (torch.from_numpy(x),)).module()
+        np.testing.assert_allclose(exported(torch.from_numpy(x)).numpy(), _ort(path, x), atol=1e-6)
+
+
 def test_route_chain_hands_over_and_records_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the onnx2tf environment unavailable (not set up, setup not allowed), tflite-int8 from ONNX falls back to
     onnx2fx → litert-torch and the manifest names the route used and why the first one failed."""
