@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -42,8 +41,10 @@ def run_tool(source, calib, out: Path, mode: str, io: str = "int8", float_nodes:
     """Run onnx2tf_convert.py in the onnx2tf tool environment; its JSON report, or UnsupportedConversion with the
     tool's one-line reason. ``rank``: the per-op quantization error instead of a model."""
     from edgeq.tools import CONVERT_SCRIPTS, ensure
+    from edgeq.ui import console
 
-    python = ensure(ROUTE, progress=lambda text: print(f"[edgeq tools] {text}", file=sys.stderr, flush=True))
+    # first use builds the environment (minutes): say so on the terminal (the backend's stderr goes to its log)
+    python = ensure(ROUTE, progress=lambda text: console.print(f"[dim]onnx2tf tool environment:[/dim] {text}"))
     with tempfile.TemporaryDirectory(prefix="edgeq-onnx2tf-") as tmp:
         command = [str(python), str(CONVERT_SCRIPTS[ROUTE]), "--onnx", str(source.onnx_path()), "--out", str(out),
                    "--calib", str(_calibration_arrays(source, calib, Path(tmp) / "calib")), "--mode", mode,
