@@ -279,6 +279,7 @@ def convert(args: argparse.Namespace) -> dict:
     input_names = [i.name for i in model.graph.input if i.name not in initializers]
     arrays = [np.load(os.path.join(args.calib, f"input{i}.npy"), mmap_mode="r") for i in range(len(input_names))]
     samples = _Samples(input_names, arrays)
+    first = samples[0]
     _sanitized(model)
     model = _simplified(model)
     rewritten = {"squeeze_unsqueeze_as_reshape": _squeezes_as_reshapes(model), "split_as_slices": _splits_as_slices(model)}
@@ -288,10 +289,10 @@ def convert(args: argparse.Namespace) -> dict:
         onnx.save(model, sanitized)
         keras_model = onnx2tf.convert(
             input_onnx_file_path=sanitized, output_folder_path=os.path.join(work, "tf"), non_verbose=True,
-            keep_ncw_or_nchw_or_ncdhw_input_names=input_names, disable_model_save=True,
+            keep_ncw_or_nchw_or_ncdhw_input_names=[name for name in input_names if first[name].ndim in (3, 4, 5)],
+            disable_model_save=True,
             replace_to_pseudo_operators=PSEUDO_OPERATORS)
     session = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
-    first = samples[0]
 
     def keras_run(feeds):  # -> list of numpy outputs
         values = [tf.constant(feeds[name]) for name in input_names]
