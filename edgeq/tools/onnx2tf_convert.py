@@ -4,8 +4,9 @@ This file is executed by that environment's Python as a script: it must not impo
 not installed there), only onnx2tf's own stack (TensorFlow 2.19, onnxruntime 1.23, numpy 1.26).
 
 Steps:
-1. ``onnx2tf.convert`` builds a Keras model from the (static-shape) ONNX file. Every input keeps its ONNX layout
-   (``keep_ncw_or_nchw_or_ncdhw_input_names``: onnx2tf inserts the NCHW→NHWC transpose inside the graph).
+1. ``onnx2tf.convert`` builds a Keras model from the (static-shape) ONNX file. Every input keeps its ONNX layout:
+   4D/5D inputs through ``keep_ncw_or_nchw_or_ncdhw_input_names`` (onnx2tf inserts the NCHW→NHWC transpose inside
+   the graph), others through ``keep_shape_absolutely_input_names`` (silero-vad's [2,1,128] state is no NCW tensor).
 2. Each Keras output is matched with the ONNX Runtime output of the same index on a calibration sample: onnx2tf
    turns channel-first outputs channel-last, so the permutation back to the ONNX shape is found by value.
 3. A ``tf.function`` (ONNX-layout inputs, ONNX-layout outputs) is converted by ``tf.lite.TFLiteConverter``:
@@ -289,7 +290,8 @@ def convert(args: argparse.Namespace) -> dict:
         onnx.save(model, sanitized)
         keras_model = onnx2tf.convert(
             input_onnx_file_path=sanitized, output_folder_path=os.path.join(work, "tf"), non_verbose=True,
-            keep_ncw_or_nchw_or_ncdhw_input_names=[name for name in input_names if first[name].ndim in (3, 4, 5)],
+            keep_ncw_or_nchw_or_ncdhw_input_names=[name for name in input_names if first[name].ndim in (4, 5)] or None,
+            keep_shape_absolutely_input_names=[name for name in input_names if first[name].ndim not in (4, 5)] or None,
             disable_model_save=True,
             replace_to_pseudo_operators=PSEUDO_OPERATORS)
     session = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
