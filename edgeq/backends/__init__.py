@@ -11,14 +11,19 @@ REGISTRY: dict[str, str] = {
     "onnx-fp32": "edgeq.backends.onnx_fp32:OnnxFp32",
     "onnx-fp16": "edgeq.backends.onnx_fp16:OnnxFp16",
     "onnx-qdq": "edgeq.backends.onnx_qdq:OnnxQdq",
+    "onnx-w8a16": "edgeq.backends.onnx_w8a16:OnnxW8a16",
+    "onnx-w4": "edgeq.backends.onnx_w4:OnnxW4",
     "openvino-fp32": "edgeq.backends.openvino_fp32:OpenvinoFp32",
     "openvino-fp16": "edgeq.backends.openvino_fp16:OpenvinoFp16",
     "openvino-int8": "edgeq.backends.openvino_int8:OpenvinoInt8",
     "openvino-bf16": "edgeq.backends.openvino_bf16:OpenvinoBf16",
+    "openvino-w4": "edgeq.backends.openvino_w4:OpenvinoW4",
     "tflite-fp32": "edgeq.backends.tflite_fp32:TfliteFp32",
     "tflite-fp16": "edgeq.backends.tflite_fp16:TfliteFp16",
     "tflite-dynamic": "edgeq.backends.tflite_dynamic:TfliteDynamic",
     "tflite-int8": "edgeq.backends.tflite_int8:TfliteInt8",
+    "tflite-w8a16": "edgeq.backends.tflite_w8a16:TfliteW8a16",
+    "tflite-w4": "edgeq.backends.tflite_w4:TfliteW4",
 }
 
 # Rows that are only meaningful on some CPUs: listed, exported when named, never part of 'all' (whose rows run in
