@@ -36,6 +36,8 @@ def export(
     min_fidelity: float | None = typer.Option(None, "--min-fidelity", help="Label-free floor: worst-sample cosine vs "
                                               "FP32 of every output on held-out inputs; layers return to float until "
                                               "it holds (docs/accuracy.md)"),
+    fallback: str = typer.Option("tiered", "--fallback", help="--max-drop fallback for sensitive layers: tiered "
+                                 "(int16 activations, then bf16/fp16 where computed, then fp32) or fp32 only"),
     jobs: str = typer.Option("auto", "--jobs", "-j", help="Backends exported at once, each pinned to its own cores "
                              "(auto: one per 2 cores, so never more threads than cores)"),
     qat: bool = typer.Option(False, "--qat", help="PyTorch models: quantization-aware training before the INT8 "
@@ -60,6 +62,8 @@ def export(
 
     if tflite_io not in ("int8", "float"):
         raise typer.BadParameter("--tflite-io must be int8 or float")
+    if fallback not in ("tiered", "fp32"):
+        raise typer.BadParameter("--fallback must be tiered or fp32")
     if tflite_narrow_convs not in ("int8", "float"):
         raise typer.BadParameter("--tflite-narrow-convs must be int8 or float")
     from edgeq.qat import settings_from_cli
@@ -79,7 +83,7 @@ def export(
         jobs=_parse_jobs(jobs), trust_model=trust_model,
         options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io,  # type: ignore[arg-type]
                               tflite_narrow_convs=tflite_narrow_convs, qat=qat_settings,  # type: ignore[arg-type]
-                              weights4=weights4),
+                              weights4=weights4, extra={"fallback": fallback}),
     )
     with StepProgress() as progress:
         manifest = run_export(request, on_step=progress.log, on_progress=progress.advance)
