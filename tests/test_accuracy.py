@@ -50,7 +50,8 @@ def test_eval_metrics_in_manifest_and_table(tmp_path: Path, capsys: pytest.Captu
 def test_max_drop_returns_sensitive_layers_to_float(backend: str, sensitive_weights: Path, tmp_path: Path) -> None:
     code = _export(f"{SENSITIVE}:SensitiveDigitsNet", "--weights", str(sensitive_weights),
                    "--calib", "sklearn-digits:calib", "--calib-samples", "100", "--holdout-samples", "20",
-                   "--eval", "sklearn-digits:eval", "--max-drop", "0.01", "-b", backend, "--out", str(tmp_path))
+                   "--eval", "sklearn-digits:eval", "--max-drop", "0.01", "--fallback", "fp32", "-b", backend,
+                   "--out", str(tmp_path))
     assert code == 0
     art = Manifest.read(tmp_path / "sensitive_digits" / "manifest.json").artifact(backend)
     control = art.accuracy_control

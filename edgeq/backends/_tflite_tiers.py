@@ -3,8 +3,8 @@
 - ``w8a16`` (LiteRT "16x8"): ``recipe.static_wi8_ai16`` — int8 per-channel weights, int16 activations (symmetric,
   zero point 0), calibrated on the calibration set; int16 model I/O with scale/zero point in the tensor details.
 - ``w4``: dynamic-range INT4 weights (``add_dynamic_config(num_bits=4)``): fully connected / batch-matmul weights in
-  blocks of the group size (``BLOCKWISE_32 … 256``), convolution weights per channel (ai-edge-quantizer has no
-  blockwise convolution); the layers left out by the ratio, and every other supported op, get dynamic INT8. LiteRT
+  blocks of the group size (``BLOCKWISE_32 … 256``), convolution weights — and weights whose input dimension the
+  group size does not divide — per channel (ai-edge-quantizer has no blockwise convolution); the layers left out by the ratio, and every other supported op, get dynamic INT8. LiteRT
   quantizes the activations to int8 at run time and runs integer kernels (XNNPACK qb4w/qc4w).
   Measured on BERT-mini (1 thread, this machine): dynamic INT4 blockwise-128 3.7 ms vs FP32 15.9 ms; the
   weight-only INT4 recipe (explicit DEQUANTIZE, float compute) ran at 44 ms — LiteRT dequantizes the weights on every
@@ -84,12 +84,16 @@ def w4(fp32: Path, out: Path, settings) -> tuple[Path, dict[str, object]]:
     blockwise = (qtyping.QuantGranularity.CHANNELWISE if settings.group_size == -1
                  else getattr(qtyping.QuantGranularity, f"BLOCKWISE_{settings.group_size}"))
     ops = qtyping.TFLOperationName
+    per_channel = []  # chosen layers without blocks: convolutions, and input dims the group size does not divide
     with quiet():
         tool = quantizer.Quantizer(str(fp32))
         tool.add_dynamic_config(regex=".*", operation_name=ops.ALL_SUPPORTED, num_bits=8)
         for scope in chosen:  # later configs win in ai-edge-quantizer's recipe manager
-            op_name = layers[scope][0]
-            granularity = blockwise if WEIGHT_OPS[op_name] == "blockwise" else qtyping.QuantGranularity.CHANNELWISE
+            op_name, matrix = layers[scope]
+            granularity = blockwise
+            if WEIGHT_OPS[op_name] != "blockwise" or matrix.shape[1] % max(settings.group_size, 1):
+                granularity = qtyping.QuantGranularity.CHANNELWISE
+                per_channel.append(scope)
             tool.add_dynamic_config(regex="^" + re.escape(scope) + "$", operation_name=getattr(ops, op_name),
                                     num_bits=4, granularity=granularity)
         result = tool.quantize()
@@ -100,6 +104,7 @@ def w4(fp32: Path, out: Path, settings) -> tuple[Path, dict[str, object]]:
               "int8_layers": len(layers) - len(chosen),
               "int4_param_fraction": round(params / sum(int(m.size) for _, m in layers.values()), 4),
               "int4_error_max": max(errors[s] for s in chosen) if chosen else None,
+              "int4_per_channel_layers": len(per_channel),
               "convolutions": "int4 per channel when chosen (no blockwise convolution)",
               "executes": "int8 activations quantized at run time x int4/int8 weights (LiteRT dynamic-range kernels)"}
     return out, recipe
