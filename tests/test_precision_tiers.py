@@ -170,3 +170,11 @@ def test_tiered_fallback_puts_the_sensitive_tensor_in_int16(tmp_path: Path) -> N
     assert set(float_only.accuracy_control.layer_tiers.values()) == {"fp32"}
     assert tiered.size_bytes < float_only.size_bytes  # int8 weights kept
 
+
+
+def test_openvino_w8a16_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["export", f"{DIGITS}:DigitsCNN", "--calib", "sklearn-digits:calib", "-b", "openvino-w8a16",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0 and "no int16 kernels" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())

@@ -31,12 +31,23 @@ REGISTRY: dict[str, str] = {
 OPT_IN: frozenset[str] = frozenset({"openvino-bf16"})
 
 
+REFUSED: dict[str, str] = {
+    "openvino-w8a16": "openvino-w8a16 is not provided: OpenVINO's CPU plugin has no int16 kernels — it drops a "
+                      "65536-level FakeQuantize and runs the layer in f32 (checked on its runtime model) — and NNCF's "
+                      "quantize() offers INT8/FP8 only; use openvino-int8 with --max-drop (float layers run bf16 "
+                      "where the CPU computes it) or onnx-w8a16 / tflite-w8a16",
+}
+"""Names a user may reasonably ask for that no runtime here can honour, with the one-line reason."""
+
+
 def backend_names() -> list[str]:
     return list(REGISTRY)
 
 
 def get_backend(name: str) -> type[Backend]:
     """The backend class for a CLI name; a one-line error listing valid names otherwise."""
+    if name in REFUSED:
+        raise BackendError(REFUSED[name])
     try:
         target = REGISTRY[name]
     except KeyError:
