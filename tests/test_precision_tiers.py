@@ -178,3 +178,21 @@ def test_openvino_w8a16_is_refused_in_one_line(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert code != 0 and "no int16 kernels" in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_keras_digits_twin_reaches_the_tflite_tiers(tmp_path: Path) -> None:
+    """Keras sources: tflite-w8a16 through TFLiteConverter's 16x8 ops set (float I/O), tflite-w4 through the
+    converter's FP32 .tflite + ai-edge-quantizer."""
+    pytest.importorskip("tensorflow")
+    from edgeq.examples.digits_keras import save
+
+    model = save(tmp_path / "digits_keras.keras")
+    model_dir = _export(str(model), tmp_path / "out", ["tflite-fp32", "tflite-w8a16", "tflite-w4"])
+    arts = {a.backend: a for a in Manifest.read(model_dir / "manifest.json").artifacts}
+    for name in ("tflite-w8a16", "tflite-w4"):
+        assert arts[name].status == "ok", arts[name].error
+        assert arts[name].layout == "NHWC" and arts[name].evaluation.drop <= 0.02
+    assert arts["tflite-w8a16"].recipe["ops"] == "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
+    assert arts["tflite-w8a16"].inputs[0].dtype == "float32"
+    assert arts["tflite-w4"].size_bytes / arts["tflite-fp32"].size_bytes < 0.2
