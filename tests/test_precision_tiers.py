@@ -80,6 +80,7 @@ def test_onnx_w8a16_holds_int16_qdq_and_ort_cpu_runs_it(from_torch: Path) -> Non
     assert out.shape == (1, 10) and np.isfinite(out).all()
 
 
+@pytest.mark.slow  # five exports from the ONNX file, each verified and scored: ~1 min on a busy machine
 def test_every_tier_from_the_onnx_file(from_torch: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -118,6 +119,7 @@ def transformer_calib(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     return folder / "block.py", folder / "calib.npy"
 
 
+@pytest.mark.slow  # six INT4 exports of a transformer block: ~1.5 min on a busy machine
 def test_int4_ratio_and_group_size_are_honoured_on_a_transformer(transformer_calib: tuple[Path, Path],
                                                                   tmp_path: Path) -> None:
     model, calib = transformer_calib  # group 32: the default 128 is larger than the block's 64 input channels
