@@ -18,6 +18,13 @@ exceeds the budget, layers go back to float until the drop is within budget, wit
   INT8 TFLite model itself (same SQNR), and the converter leaves the chosen ops and their consumers float
   (``denylisted_nodes``): the ranked layers are exactly what that route quantizes.
 
+Fallback tiers (``options.extra["fallback"]``, ``--fallback fp32`` by default = float only; ``tiered``): a sensitive
+layer first goes to the cheapest tier its runtime computes that is finer than INT8, and only then to float
+(``FALLBACK_TIERS``): ``onnx-qdq`` tries int16 activations on the top-k tensors (ORT ``TensorQuantOverrides``, weights
+stay int8) before excluding their nodes; ``openvino-int8``'s float layers run at the CPU plugin's inference precision
+(bf16 where the CPU computes it, f16 on ARM, else fp32); ``tflite-int8`` (litert-torch PT2E has no per-layer int16)
+goes straight to fp32. The manifest lists each moved layer with its tier (``accuracy_control.layer_tiers``).
+
 When the budget cannot be met, the artifact with the smallest drop is kept and marked ``met: false``.
 """
 
@@ -42,6 +49,18 @@ if TYPE_CHECKING:
 RANKING_SAMPLES = 16
 MAX_ATTEMPTS = 8
 CONTROLLED = {"onnx-qdq", "openvino-int8", "tflite-int8"}
+FALLBACK_TIERS = {"onnx-qdq": ("int16", "fp32"), "tflite-int8": ("fp32",), "openvino-int8": ("float",)}
+"""Per backend, the tiers a sensitive layer moves through, finest-but-cheapest first (see the module doc)."""
+
+
+def openvino_float_tier() -> str:
+    """The precision the OpenVINO CPU plugin computes float layers in on this host (bf16 / f16 / f32)."""
+    try:
+        import openvino as ov
+
+        return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")).replace("<Type: '", "").rstrip("'>")
+    except Exception:  # noqa: BLE001 - informative only
+        return "float"
 
 
 @dataclass
@@ -263,6 +282,8 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
             attempts.append({"layers_to_float": floated, "drop": candidate.evaluation.drop})
             if candidate.evaluation.drop < before:
                 record.layers_to_float, best = floated, candidate
+                tier = openvino_float_tier()
+                record.layer_tiers = {layer: tier for layer in floated}
             else:
                 candidate.discard()
         else:
@@ -282,18 +303,31 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
                     options = _with_extra(options, "tflite_route", "litert-torch")
             record.ranked_layers = [f"{g.tensor} ({g.sqnr_db:g} dB): {', '.join(g.layers)}" for g in groups]
             base = [str(n) for n in options.extra.get(key, []) or []]
+            tiers = FALLBACK_TIERS[name] if options.extra.get("fallback", "fp32") == "tiered" else ("fp32",)
             for k in range(1, min(len(groups), MAX_ATTEMPTS) + 1):
                 layers = list(dict.fromkeys(layer for g in groups[:k] for layer in g.layers))
-                candidate = rebuild(_with_extra(options, key, base + layers))
-                assert candidate.evaluation is not None
-                attempts.append({"layers_to_float": layers, "drop": candidate.evaluation.drop})
-                if best.evaluation is None or candidate.evaluation.drop < best.evaluation.drop:
-                    if best is not plain:
-                        best.discard()
-                    best = candidate
-                    record.layers_to_float = layers
-                else:
-                    candidate.discard()
+                for tier in tiers:  # the top-k groups try each tier, cheapest first
+                    if tier == "int16":
+                        tensors = [g.tensor for g in groups[:k]]
+                        candidate = rebuild(_with_extra(options, "int16_tensors", tensors))
+                        assert candidate.evaluation is not None
+                        moved = {t: "int16 activations" for t in tensors}
+                        attempts.append({"int16_tensors": tensors, "drop": candidate.evaluation.drop})
+                    else:
+                        candidate = rebuild(_with_extra(options, key, base + layers))
+                        assert candidate.evaluation is not None
+                        moved = dict.fromkeys(layers, tier)
+                        attempts.append({"layers_to_float": layers, "drop": candidate.evaluation.drop})
+                    if best.evaluation is None or candidate.evaluation.drop < best.evaluation.drop:
+                        if best is not plain:
+                            best.discard()
+                        best = candidate
+                        record.layers_to_float = [] if tier == "int16" else layers
+                        record.layer_tiers = moved
+                    else:
+                        candidate.discard()
+                    if best.evaluation is not None and best.evaluation.drop <= budget:
+                        break
                 if best.evaluation is not None and best.evaluation.drop <= budget:
                     break
     except KeyboardInterrupt:

@@ -135,6 +135,8 @@ class AccuracyControl(_Model):
     layers_to_float: list[str] = Field([], description="Layers returned to float (backend-specific names).")
     ranked_layers: list[str] = Field([], description="Quantized layers, most sensitive first (as ranked).")
     attempts: list[dict[str, object]] = Field([], description="Each candidate tried: layers in float, drop.")
+    layer_tiers: dict[str, str] = Field({}, description="Each layer (or activation tensor) moved off INT8 and the "
+                                        "tier it runs in: int16 activations, bf16 / fp16, fp32.")
     met: bool
     latency_ratio_vs_ptq: float | None = Field(None, description="p50 of the kept artifact / p50 of plain PTQ "
                                                                  "(median of paired ratios, interleaved, 1 thread, 10 rounds).")

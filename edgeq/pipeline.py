@@ -596,7 +596,7 @@ def _intact(model_dir: Path, artifact: Artifact) -> bool:
 
 def export(model: Any, calib: Any, backends: list[str] | None = None, out: str | Path = "out", **kwargs: Any) -> Manifest:
     """Python API mirroring ``edgeq export``: ``edgeq.export("m.onnx", "calib/", backends=["onnx-qdq"], out="out")``."""
-    option_names = {"calib_method", "tflite_io", "tflite_narrow_convs", "threads", "opset", "extra", "qat"}
+    option_names = {"calib_method", "tflite_io", "tflite_narrow_convs", "threads", "opset", "extra", "qat", "weights4"}
     options = ExportOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in option_names})
     request = ExportRequest(model=str(model), calib=calib, backends=backends or ["all"], out=Path(out),
                             options=options, **kwargs)

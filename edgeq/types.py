@@ -48,3 +48,23 @@ class ExportOptions:
     extra: dict[str, object] = field(default_factory=dict)
     qat: QatSettings | None = None
     """``--qat``: fine-tune with fake quantization before the INT8 export (edgeq/qat.py); None = plain PTQ."""
+    weights4: Int4Weights = field(default_factory=lambda: Int4Weights())
+    """The INT4 weight-only tier (onnx-w4, openvino-w4, tflite-w4): group size, INT4 fraction, symmetry."""
+
+
+@dataclass(frozen=True)
+class Int4Weights:
+    """Settings of the INT4 weight-only backends (``--w4-group-size``, ``--w4-ratio``, ``--w4-asym``)."""
+
+    group_size: int = 128
+    """Weights per quantization group (block) along the input dimension; -1 = one group per output channel."""
+    ratio: float = 1.0
+    """Fraction of the weight-bearing layers' parameters in INT4 (lowest INT4 error first); the rest INT8."""
+    symmetric: bool = True
+    """INT4_SYM (no zero point) or INT4_ASYM."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ValueError(f"INT4 ratio must be in [0, 1], got {self.ratio}")
+        if self.group_size != -1 and (self.group_size < 16 or self.group_size & (self.group_size - 1)):
+            raise ValueError(f"INT4 group size must be a power of two ≥ 16 (or -1 per channel), got {self.group_size}")

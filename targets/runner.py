@@ -106,7 +106,7 @@ _X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 
 # artifact precision (manifest names) -> compute precision the runner pins
 _COMPUTE_PRECISION = {"fp32": "f32", "f32": "f32", "int8": "f32", "dynamic": "f32", "fp16": "f16", "f16": "f16",
-                      "bf16": "bf16"}
+                      "bf16": "bf16", "w8a16": "f32", "w4": "f32"}  # w8a16/w4: float parts in f32 (docs/precision.md)
 # where an OpenVINO IR written by edgeq records the compute precision its name promises
 OV_PRECISION_RT_KEY = ["edgeq", "inference_precision"]
 _SHORT_TYPES = {"float": "f32", "float32": "f32", "fp32": "f32", "f32": "f32", "float16": "f16", "fp16": "f16",
@@ -268,8 +268,8 @@ def summarize_precision(counts: dict) -> str:
 def precision_matches(artifact_precision: str, executed: str) -> bool | None:
     """Does the executed label keep the promise of the artifact's name? None when there is no simple promise."""
     name = str(artifact_precision).lower()
-    if not executed or executed == "unknown" or name == "dynamic":
-        return None
+    if not executed or executed == "unknown" or name in ("dynamic", "w8a16", "w4"):
+        return None  # no simple promise: the manifest recipe's "executes" says what these tiers compute
     if name == "int8":
         return executed.startswith("int8") and all(p in ("int8", "f32") for p in executed.split("+"))
     return executed == _COMPUTE_PRECISION.get(name, name)

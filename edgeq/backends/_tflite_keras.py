@@ -6,7 +6,9 @@ The converter reads the source's static batch-1 SavedModel (``KerasSource.saved_
 - dynamic: ``Optimize.DEFAULT`` alone (dynamic range: int8 weights, activations quantized at run time);
 - int8: full integer — ``Optimize.DEFAULT`` + a representative dataset from the calibration set +
   ``TFLITE_BUILTINS_INT8`` only (an op without an int8 kernel fails instead of silently staying float);
-  model I/O int8 (``inference_input_type/inference_output_type``) unless ``--tflite-io float``.
+  model I/O int8 (``inference_input_type/inference_output_type``) unless ``--tflite-io float``;
+- w8a16 ("16x8"): the same with ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`` (int16 activations,
+  int8 weights) and float model I/O.
 The converter's int8 scheme: per-channel symmetric int8 weights, per-tensor asymmetric int8 activations.
 Inputs keep the Keras layout (NHWC).
 """
@@ -23,12 +25,13 @@ from edgeq.errors import BackendError, UnsupportedConversion
 from edgeq.models.keras_model import quiet_tf
 
 ROUTE = "tf.lite.TFLiteConverter"
-KINDS = ("fp32", "fp16", "dynamic", "int8")
+KINDS = ("fp32", "fp16", "dynamic", "int8", "w8a16")
 NOTES = {
     "fp32": "FP32 baseline (tf.lite.TFLiteConverter)",
     "fp16": "FP16 weights (TFLiteConverter float16); computed in FP32 on CPUs without FP16 arithmetic",
     "dynamic": "dynamic-range: int8 weights, activations quantized at run time (TFLiteConverter)",
     "int8": "full integer: int8 weights and activations (TFLiteConverter, representative dataset)",
+    "w8a16": "16x8: int8 weights, int16 activations, float I/O (TFLiteConverter, representative dataset)",
 }
 
 
@@ -61,6 +64,9 @@ def convert(source: Any, out: Path, kind: str, calib: Any = None, io: str = "int
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if kind == "fp16":
         converter.target_spec.supported_types = [tf.float16]
+    if kind == "w8a16":
+        converter.representative_dataset = _representative(source, calib)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     if kind == "int8":
         converter.representative_dataset = _representative(source, calib)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -112,4 +118,7 @@ def recipe(source: Any, kind: str, io: str = "int8") -> dict[str, object]:
     elif kind == "int8":
         base |= {"weights": "int8 symmetric per-channel", "activations": "int8 asymmetric per-tensor",
                  "calibration": "minmax", "io": io, "ops": "TFLITE_BUILTINS_INT8"}
+    elif kind == "w8a16":
+        base |= {"weights": "int8 symmetric per-channel", "activations": "int16 symmetric per-tensor",
+                 "calibration": "minmax", "io": "float", "ops": "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"}
     return base

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from edgeq.types import ExportOptions, SampleSet
 
 Runtime = Literal["onnxruntime", "openvino", "tflite"]
-Precision = Literal["fp32", "fp16", "bf16", "int8", "dynamic"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "dynamic", "w8a16", "w4"]
+"""w8a16: int8 weights, int16 activations; w4: INT4 weight-only (the rest INT8), activations float."""
 
 
 @dataclass

@@ -147,17 +147,22 @@ class OnnxQdq(Backend):
     pip_extra = "onnx"
     needs_calibration = True
 
+    @staticmethod
+    def quant_types(target: str) -> dict[str, object]:
+        """Activation/weight types for ``target`` (subclasses pick other tiers, e.g. int16 activations)."""
+        return quant_types(target)
+
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         method = CALIBRATION_METHODS.get(options.calib_method, "?")
         if method is None or method == "?":
             raise BackendError(f"calibration method {options.calib_method!r} is not supported by onnx-qdq "
                                f"(ONNX Runtime offers: minmax, percentile, entropy)")
-        if options.qat is not None:  # quantization-aware training: QDQ from torchao PT2E (edgeq/qat.py)
+        if options.qat is not None and self.name == "onnx-qdq":  # QAT: QDQ from torchao PT2E (edgeq/qat.py)
             from edgeq.qat import export_onnx_qdq
 
             return export_onnx_qdq(source, calib, out_dir, options)
         target = str(options.extra.get("onnx_target") or detect_target())
-        types = quant_types(target)
+        types = self.quant_types(target)
         forced = options.extra.get("onnx_attention_recipe")
         types["attention"] = bool(forced) if forced is not None else has_attention(source.onnx_path())
         notes: list[str] = []
@@ -175,12 +180,14 @@ class OnnxQdq(Backend):
                 main, types, method = self._pick_granularity_and_range(source, calib, prepped, out_dir, work,
                                                                        options, types, method, float_nodes)
         excluded = list(options.extra.get("nodes_to_exclude", []) or [])
+        int16 = list(options.extra.get("int16_tensors", []) or [])
         calibration = {v: k for k, v in CALIBRATION_METHODS.items() if v}.get(method, options.calib_method)
         recipe = {"format": "QDQ", "per_channel": bool(types.get("per_channel", True)), "target": target,
                   "calibration": calibration, "picked_by": str(types.get("picked_by", "")),
+                  **({"executes": types["executes"]} if "executes" in types else {}),
                   "activation_type": types["activation"], "weight_type": types["weight"],
                   "reduce_range": types["reduce_range"], "nodes_to_exclude": excluded,
-                  "attention_recipe": types["attention"]}
+                  "attention_recipe": types["attention"], **({"int16_tensors": int16} if int16 else {})}
         granularity = "per-channel" if types.get("per_channel", True) else "per-tensor"
         notes.insert(0, f"{types['activation']}/{types['weight']} {granularity}: {types['reason']}")
         if types.get("picked_by"):
@@ -276,6 +283,9 @@ class OnnxQdq(Backend):
         excluded += [name for name in dict.fromkeys(float_nodes) if name not in excluded]
         if types.get("attention"):
             extra["OpTypesToExcludeOutputQuantization"] = ["MatMul", "Gemm"]
+        int16 = [str(t) for t in options.extra.get("int16_tensors", []) or []]  # accuracy control's int16 tier
+        if int16:
+            extra["TensorQuantOverrides"] = {t: [{"quant_type": QuantType.QInt16}] for t in int16}
         quantized = work / "quantized.onnx"
         for _attempt in range(MAX_REPAIRS + 1):
             quantize_static(

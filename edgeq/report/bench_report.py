@@ -307,6 +307,15 @@ def int8_support(system: dict[str, object]) -> tuple[bool | None, str]:
     return False, "CPU lacks VNNI (no avx512_vnni/avx_vnni)"
 
 
+TIER_HINTS = {
+    "w8a16": "no CPU runtime here has int16 kernels: ORT computes FP32 between 16-bit Q/DQ, LiteRT runs its 16x8 "
+             "reference kernels — an accuracy tier for 16x8 accelerators (docs/precision.md)",
+    "w4": "INT4 weight-only saves size; ORT (accuracy level 0) and OpenVINO decompress the weights to float, LiteRT's "
+          "dynamic INT4 runs integer kernels whose thread pool is slow to wake on busy cores (docs/precision.md)",
+}
+"""Why a tier beyond INT8 may be slower than FP32 (the findings' hint instead of the INT8 one)."""
+
+
 def find_anomalies(cells: list[CellResult], rows: list[ReportRow]) -> list[str]:
     """Plain-words findings: slow INT8, accuracy drops, low fidelity, noisy machines, thread scaling, failures."""
     by_id = {c.cell_id: c for c in cells}
@@ -318,6 +327,8 @@ def find_anomalies(cells: list[CellResult], rows: list[ReportRow]) -> list[str]:
         if row.precision in ("fp16", "bf16"):
             hint = ("FP16 saves size only: CPUs without native FP16 arithmetic (x86 without AVX512-FP16, ARM "
                     "without asimdhp) convert to FP32 at run time")
+        elif row.precision in TIER_HINTS:
+            hint = TIER_HINTS[row.precision]
         else:
             has_int8, why = int8_support(by_id[row.cell_id].system)
             hint = why if has_int8 is not True else f"{why}; check that the quantized ops run as INT8 kernels"
