@@ -259,7 +259,8 @@ def short_type(name: object) -> str:
 def summarize_precision(counts: dict) -> str:
     """One label from per-op precision counts, the most frequent first: "f32", "bf16+f32", "int8", "int8+f32"
     (mostly INT8, some float ops), "f32+int8" (mostly float: the INT8 promise is not kept) …"""
-    parts = [(sum(n for p, n in counts.items() if p in _INT_PRECISIONS), "int8")]
+    parts = [(sum(n for p, n in counts.items() if p in _INT_PRECISIONS and p != "i16"), "int8"),
+             (counts.get("i16", 0), "int16")]  # 16x8 ops (int16 activations, int8 weights) are their own tier
     parts += [(n, p) for p, n in counts.items() if p in _FLOAT_PRECISIONS]
     parts = sorted((part for part in parts if part[0] > 0), key=lambda part: -part[0])  # stable: int8 wins ties
     return "+".join(label for _n, label in parts) or "unknown"
@@ -271,7 +272,7 @@ def precision_matches(artifact_precision: str, executed: str) -> bool | None:
     if not executed or executed == "unknown" or name in ("dynamic", "w8a16", "w4"):
         return None  # no simple promise: the manifest recipe's "executes" says what these tiers compute
     if name == "int8":
-        return executed.startswith("int8") and all(p in ("int8", "f32") for p in executed.split("+"))
+        return executed.startswith("int8") and all(p in ("int8", "int16", "f32") for p in executed.split("+"))
     return executed == _COMPUTE_PRECISION.get(name, name)
 
 
@@ -287,9 +288,10 @@ def _executed_summary(layers: list, runtime: str, source: str) -> dict:
 
 
 def _op_precision(types: list) -> str:
-    """An op's compute precision from its input types: any int8/uint8 input -> that; else the float type."""
+    """An op's compute precision from its input types: any int16 input -> i16 (a 16x8 op: int16 activations, int8
+    weights); else any int8/uint8 input -> that; else the float type."""
     shorts = [short_type(t) for t in types if t]
-    for wanted in _INT_PRECISIONS + ("f16", "bf16", "f32"):
+    for wanted in ("i16",) + tuple(p for p in _INT_PRECISIONS if p != "i16") + ("f16", "bf16", "f32"):
         if wanted in shorts:
             return wanted
     return shorts[0] if shorts else "unknown"

@@ -13,6 +13,7 @@ import pytest
 from edgeq.targets.runner import (
     OV_PRECISION_RT_KEY,
     RunnerError,
+    _op_precision,
     choose_precision,
     open_session,
     precision_matches,
@@ -71,6 +72,9 @@ def test_summaries_and_name_checks() -> None:
     assert summarize_precision({"u8": 4, "i8": 1}) == "int8"
     assert summarize_precision({"i8": 4, "f32": 1}) == "int8+f32"
     assert summarize_precision({"i8": 1, "f32": 3}) == "f32+int8"  # OpenVINO on ARM: convs stay f32
+    assert summarize_precision({"i16": 5, "i8": 1}) == "int16+int8"  # LiteRT 16x8 kernels are their own tier
+    assert _op_precision(["int16", "int8", "int32"]) == "i16" and _op_precision(["uint8", "float32"]) == "u8"
+    assert precision_matches("int8", "int8+int16")  # --fallback tiered: int16 activations on sensitive layers
     assert summarize_precision({}) == "unknown"
     assert precision_matches("fp32", "f32") and precision_matches("bf16", "bf16")
     assert precision_matches("int8", "int8") and precision_matches("int8", "int8+f32")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgeq.targets.runner import open_session, random_feeds
 
 from edgeq.cli import main
 from edgeq.manifest import Manifest
@@ -64,6 +65,9 @@ def test_every_tier_from_pytorch_verifies_with_precision_and_size(from_torch: Pa
     assert arts["openvino-w4"].recipe["weight_elements"]["int4"] == 128 * 10
     assert arts["onnx-w8a16"].recipe["activation_type"] == "QInt16"
     assert arts["tflite-w8a16"].inputs[0].dtype == "int16" and arts["tflite-w8a16"].inputs[0].quantization
+    session = open_session(str(from_torch / arts["tflite-w8a16"].path))  # what LiteRT's kernels really run
+    executed = session.executed_precision(session.prepare(random_feeds(session)))
+    assert executed["precision"].startswith("int16"), executed  # 16x8 kernels, not labelled int8
 
 
 def test_onnx_w8a16_holds_int16_qdq_and_ort_cpu_runs_it(from_torch: Path) -> None:
