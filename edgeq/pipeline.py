@@ -412,7 +412,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
     finished = 0
     model_dir = out / source.name
     try:
-        stack.enter_context(_noting_interrupts())
+        stack.enter_context(noting_interrupts())
         if options.qat is not None:  # --qat: PyTorch sources only, training data checked now, epochs on a bar
             from edgeq.qat import prepare
 
@@ -481,7 +481,7 @@ def run_export(request: ExportRequest, on_step: Callable[[str], None] | None = N
 
 
 @contextlib.contextmanager
-def _noting_interrupts() -> Iterator[None]:
+def noting_interrupts() -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt as usual and also sets INTERRUPTED (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -207,3 +207,22 @@ def test_modified_artifact_is_refused_atomically(export_dir: Path, tmp_path: Pat
     with pytest.raises(PackageError, match="does not match the sha256 in its manifest"):
         build_package(copy, out)
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_verify_refuses_a_pax_header_whose_length_overflows_in_one_line(tmp_path: Path) -> None:
+    """Found by tests/test_fuzz_loaders.py: tarfile raised OverflowError on a pax record length > ssize_t."""
+    import gzip
+
+    record = b"99999999999999999999999 path=a\n"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        header = tarfile.TarInfo("PaxHeader/a")
+        header.type, header.size = tarfile.XHDTYPE, len(record)
+        tar.addfile(header, io.BytesIO(record))
+        member = tarfile.TarInfo("a")
+        member.size = 1
+        tar.addfile(member, io.BytesIO(b"x"))
+    bundle = tmp_path / "pax.tar.gz"
+    bundle.write_bytes(gzip.compress(raw.getvalue()))
+    with pytest.raises(PackageError, match="not a readable tar.gz"):
+        verify_package(bundle)

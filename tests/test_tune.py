@@ -119,8 +119,8 @@ def test_interrupted_search_resumes_without_rebuilding_or_remeasuring(tmp_path: 
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    printed, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, printed[-3000:]
     first = _events(out)
     measured = {e["key"] for e in first if e["event"] == "cell" and e["status"] == "ok"}
     built = {e["key"] for e in first if e["event"] == "build"}

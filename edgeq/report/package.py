@@ -302,6 +302,10 @@ def safe_extract(tar: tarfile.TarFile, dest: Path) -> list[Path]:
     return [dest / m.name for m in members if m.isfile()]
 
 
+_DAMAGED = (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, TypeError, OverflowError, struct.error)
+"""What tarfile/gzip raise on a corrupt or hostile archive (fuzzing found each, e.g. OverflowError from a pax
+header whose record length does not fit in C ssize_t)."""
+
 MAX_BUNDLE_BYTES = int(os.environ.get("EDGEQ_BUNDLE_MAX_BYTES", 32 << 30))
 """Largest total of member sizes ``--verify`` accepts (32 GiB; env EDGEQ_BUNDLE_MAX_BYTES)."""
 MAX_BUNDLE_FILES = int(os.environ.get("EDGEQ_BUNDLE_MAX_FILES", 100_000))
@@ -347,7 +351,7 @@ def _scan(path: Path) -> tuple[list[tarfile.TarInfo], dict[str, str], bytes | No
     with open(path, "rb") as raw:
         try:
             tar = tarfile.open(fileobj=raw, mode="r|*")  # noqa: SIM115 - closed by the with below
-        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        except _DAMAGED as exc:
             raise PackageError(f"{path} is not a readable tar.gz ({' '.join(str(exc).split())[:120]})") from None
         with tar:
             for member in tar:
@@ -393,7 +397,7 @@ def verify_package(path: Path) -> tuple[list[str], int]:
         members, digests, sums, problems = _scan(path)
     except _TooBig as exc:
         return [f"refused: {exc}"], 0
-    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, TypeError, struct.error) as exc:
+    except _DAMAGED as exc:
         return [f"archive is damaged: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"], 0
     if not members:
         raise PackageError(f"{path} is not a readable tar.gz (no members)")

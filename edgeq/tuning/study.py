@@ -316,7 +316,7 @@ def run_tune(request: TuneRequest, on_event: Callable[[dict[str, Any]], None] | 
     """The whole search: plan, seed or resume the study, run rounds of trials, write the results."""
     from edgeq.benchmark import load_device_list
     from edgeq.devices import make_device
-    from edgeq.pipeline import check_writable
+    from edgeq.pipeline import check_writable, noting_interrupts
     from edgeq.tuning.executors import make_executor
     from edgeq.tuning.results import write_results
 
@@ -351,32 +351,33 @@ def run_tune(request: TuneRequest, on_event: Callable[[dict[str, Any]], None] | 
     step(f"searching {len(space.backends)} backends: {max(0, request.trials - len(seen))} trial(s) to go "
          f"({len(seen)} done), executor {executor.name}")
     asked, max_asks = 0, REPEAT_FACTOR * request.trials
-    try:
-        while len(seen) < request.trials and asked < max_asks:
-            if request.timeout_s is not None and time.perf_counter() - started > request.timeout_s:
-                step(f"--timeout {request.timeout_s:g} s reached")
-                break
-            count = min(request.batch, request.trials - len(seen))
-            trials = [study.ask() for _ in range(count)]
-            asked += count
-            recipes = [suggest(t, space) for t in trials]
-            outcomes = _run_round(executor, context, request, trials, recipes, devices, events)
-            for trial, recipe in zip(trials, recipes):
-                record, cells = outcomes[recipe.key(context.key_salt)]
-                key = recipe.key(context.key_salt)
-                state = _tell(study, trial, request, objectives, record, cells, devices)
-                repeat = key in seen
-                seen.add(key)
-                step(f"trial {trial.number}: {recipe.label()} → {state}"
-                     + (" (a repeat: answered from the cache, not counted)" if repeat else ""))
-        step("timing the fastest candidates per device side by side")
+    with noting_interrupts():  # Ctrl-C stops the search even where a converter swallows KeyboardInterrupt
+        try:
+            while len(seen) < request.trials and asked < max_asks:
+                if request.timeout_s is not None and time.perf_counter() - started > request.timeout_s:
+                    step(f"--timeout {request.timeout_s:g} s reached")
+                    break
+                count = min(request.batch, request.trials - len(seen))
+                trials = [study.ask() for _ in range(count)]
+                asked += count
+                recipes = [suggest(t, space) for t in trials]
+                outcomes = _run_round(executor, context, request, trials, recipes, devices, events)
+                for trial, recipe in zip(trials, recipes):
+                    record, cells = outcomes[recipe.key(context.key_salt)]
+                    key = recipe.key(context.key_salt)
+                    state = _tell(study, trial, request, objectives, record, cells, devices)
+                    repeat = key in seen
+                    seen.add(key)
+                    step(f"trial {trial.number}: {recipe.label()} → {state}"
+                         + (" (a repeat: answered from the cache, not counted)" if repeat else ""))
+            step("timing the fastest candidates per device side by side")
 
-        def confirm(device: str, rows: list[dict[str, Any]]) -> dict[str, float]:
-            return confirm_side_by_side(executor, context, device, rows, events)
+            def confirm(device: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+                return confirm_side_by_side(executor, context, device, rows, events)
 
-        return write_results(request, out, study, objectives, devices, started, executor.name, confirm)
-    finally:
-        executor.close()
+            return write_results(request, out, study, objectives, devices, started, executor.name, confirm)
+        finally:
+            executor.close()
 
 
 CONFIRM_ROUNDS = 3

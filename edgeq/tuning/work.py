@@ -129,6 +129,7 @@ def build(context: TuneContext, recipe: Recipe) -> dict[str, Any]:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed recipe is a failed trial, the search goes on
+            _reraise_interrupt()
             return _write_failure(context, key, recipe, failure_reason(exc))
         record = _record_from_manifest(context, key, recipe, cached=False)
         if record is None:
@@ -217,6 +218,14 @@ def _fallback_layers(context: TuneContext, recipe: Recipe) -> list[str]:
     return list(dict.fromkeys(layer for group in groups[:recipe.fallback] for layer in group))
 
 
+def _reraise_interrupt() -> None:
+    """Ctrl-C that a converter (dynamo, TF) turned into its own error is still Ctrl-C, not a failed trial."""
+    from edgeq.pipeline import INTERRUPTED
+
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt from None
+
+
 def measure(context: TuneContext, key: str, manifest_dir: str, device: str,
             out_dir: Path | None = None) -> dict[str, Any]:
     """Run (or reuse) the artifact's cells on one device through the bench harness; p50 per thread count.
@@ -233,6 +242,7 @@ def measure(context: TuneContext, key: str, manifest_dir: str, device: str,
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - the device's failure is this trial's failure
+        _reraise_interrupt()
         return {"device": device, "status": "failed", "error": failure_reason(exc), "started": started,
                 "ended": time.time(), "executed": 0}
     cells = [r for r in summary.results if r.device == device]
