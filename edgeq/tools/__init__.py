@@ -13,7 +13,6 @@ concurrent callers serialise on ``NAME.lock``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,10 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeq.errors import BackendUnavailable
+from edgeq.workdirs import file_lock
 
 TOOLS_ROOT_ENV = "EDGEQ_TOOLS_DIR"
 DEFAULT_TOOLS_ROOT = Path("~/.cache/edgeq/tools")
@@ -70,17 +70,6 @@ def _base_python() -> str:
     return sys.executable
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def setup(tool: str, root: Path | None = None, force: bool = False,
           progress: Callable[[str], None] | None = None) -> dict:
     """Create (or return the cached) pinned environment for ``tool``; returns its stamp. Raises BackendUnavailable
@@ -89,7 +78,7 @@ def setup(tool: str, root: Path | None = None, force: bool = False,
         raise BackendUnavailable(f"unknown tool {tool!r}; known: {', '.join(TOOLS)}")
     root = root or tools_root()
     say = progress or (lambda _text: None)
-    with _locked(root / f"{tool}.lock"):
+    with file_lock(root / f"{tool}.lock"):
         stamp = installed(tool, root)
         if stamp is not None and not force:
             return stamp
