@@ -244,3 +244,18 @@ def test_bench_fidelity_per_output(three_heads: tuple[Path, Path], tmp_path: Pat
     worst = min(outputs, key=lambda o: o["cosine_min"])
     row = next(r for r in build_rows(summary.results) if r.backend == "onnx-qdq")
     assert row.cosine_min == worst["cosine_min"] and row.top1_agreement == outputs[0]["top1_agreement"]
+
+
+@pytest.mark.parametrize("asked", [["-b", "onnx-fp16"], ["-b", "onnx-fp16", "-b", "onnx-fp16"]])
+def test_exit_1_only_when_every_requested_backend_failed(three_heads: tuple[Path, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, asked: list[str]) -> None:
+    from edgeq.backends import get_backend
+
+    def broken_export(self, source, calib, out, options):  # noqa: ANN001 - the backend's signature
+        raise RuntimeError("converter exploded")
+
+    monkeypatch.setattr(get_backend("onnx-fp16"), "export", broken_export)
+    model, calib = three_heads
+    common = [str(model), "--calib", str(calib), "--calib-samples", "24", "--jobs", "1"]
+    assert main(["export", *common, *asked, "--out", str(tmp_path / "alone")]) == 1
+    assert main(["export", *common, *asked, "-b", "onnx-fp32", "--out", str(tmp_path / "with_ok")]) == 0

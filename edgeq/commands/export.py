@@ -96,8 +96,10 @@ def export(
     with StepProgress() as progress:
         manifest = run_export(request, on_step=progress.log, on_progress=progress.advance)
     print_export_table(manifest, out / manifest.model.name)
-    failed = [a for a in manifest.artifacts if a.status == "failed"]
-    if failed and len(failed) == len([a for a in manifest.artifacts if a.backend in request.backends or "all" in request.backends]):
+    from edgeq.backends import resolve
+
+    requested = [a for a in manifest.artifacts if a.backend in set(resolve(request.backends))]  # 'all', 'tiers'
+    if requested and all(a.status == "failed" for a in requested):
         console.print("[red]every requested backend failed[/red]")
         raise typer.Exit(1)
     missed = [a.backend for a in manifest.artifacts if a.accuracy_control is not None and not a.accuracy_control.met]
