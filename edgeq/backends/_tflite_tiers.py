@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeq.backends._tflite import quiet
 from edgeq.backends._weights import choose_int4
-from edgeq.errors import BackendError, CalibrationError
+from edgeq.errors import BackendError
 
 WEIGHT_OPS = {"FULLY_CONNECTED": "blockwise", "BATCH_MATMUL": "blockwise", "CONV_2D": "channelwise"}
 BLOCK_SIZES = (32, 64, 128, 256)
@@ -31,8 +31,6 @@ def w8a16(fp32: Path, out: Path, calib, input_names: list[str]) -> Path:
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer, recipe
 
-    if calib is None or len(calib) == 0:
-        raise CalibrationError("tflite-w8a16 needs calibration samples (--calib)")
     signatures = Interpreter(str(fp32)).get_signature_list()
     key = next(iter(signatures))
     names = list(signatures[key]["inputs"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from edgeq.errors import BackendUnavailable
+from edgeq.errors import BackendUnavailable, CalibrationError
 
 if TYPE_CHECKING:
     from edgeq.models.base import ModelSource
@@ -57,6 +57,11 @@ class Backend:
             raise BackendUnavailable(
                 f"backend {cls.name} needs {', '.join(missing)}: pip install 'edgeq[{cls.pip_extra}]'"
             )
+
+    def require_calibration(self, calib: SampleSet | None) -> None:
+        """One-line error when a calibrating backend is handed no samples."""
+        if calib is None or len(calib) == 0:
+            raise CalibrationError(f"{self.name} needs calibration samples (--calib)")
 
     def export(
         self, source: ModelSource, calib: SampleSet | None, out_dir: Path, options: ExportOptions

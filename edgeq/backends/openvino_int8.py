@@ -75,8 +75,7 @@ class OpenvinoInt8(Backend):
 
         method = options.calib_method
         estimator, estimator_label = range_estimator(method, options)
-        if calib is None or len(calib) == 0:
-            raise CalibrationError("openvino-int8 needs calibration samples (--calib)")
+        self.require_calibration(calib)
         if options.qat is not None:  # quantization-aware training: the QAT QDQ graph (edgeq/qat.py)
             from edgeq.qat import export_openvino_int8
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgeq.backends._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 from edgeq.backends.base import Backend, ExportedFiles
-from edgeq.errors import BackendError, CalibrationError, UnsupportedConversion, failure_reason
+from edgeq.errors import BackendError, UnsupportedConversion, failure_reason
 
 ONNX_ROUTES = ("onnx2tf", "litert-torch")
 """Route order for ONNX sources: onnx2tf (isolated tool environment) first — it exported and verified the most real
@@ -41,8 +41,7 @@ class TfliteInt8(Backend):
         if options.calib_method != "minmax":
             raise BackendError(f"calibration method {options.calib_method!r} is not supported by tflite-int8 "
                                "(litert-torch's PT2E quantizer observes min/max)")
-        if calib is None or len(calib) == 0:
-            raise CalibrationError("tflite-int8 needs calibration samples (--calib)")
+        self.require_calibration(calib)
         if source.framework == "keras":  # TFLiteConverter full integer; --tflite-io picks int8 or float I/O
             from edgeq.backends import _tflite_keras
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from edgeq.backends._tflite import convert_fp32
 from edgeq.backends.base import Backend, ExportedFiles
-from edgeq.errors import CalibrationError
 
 EXECUTES = "int16 activations x int8 weights in LiteRT's builtin 16x8 kernels (not XNNPACK)"
 
@@ -29,8 +28,7 @@ class TfliteW8a16(Backend):
     needs_calibration = True
 
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
-        if calib is None or len(calib) == 0:
-            raise CalibrationError(f"{self.name} needs calibration samples (--calib)")
+        self.require_calibration(calib)
         if source.framework == "keras":
             from edgeq.backends import _tflite_keras
 
