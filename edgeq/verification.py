@@ -235,23 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     ref.add_argument("--samples", required=True)
     ref.add_argument("--outputs", required=True)
     args = parser.parse_args(argv)
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    real_stdout, sys.stdout = sys.stdout, sys.stderr
-    try:
-        result = _reference_main(args)
-        code = 0
-    except Exception as exc:  # noqa: BLE001 - reported as the child's one-line error
-        import traceback
+    from edgeq.targets.runner import stdout_to_stderr
 
-        traceback.print_exc()
-        result, code = {"ok": False, "error": failure_reason(exc)}, 1
-    finally:
-        sys.stderr.flush()
-        sys.stdout = real_stdout
-        os.dup2(saved, 1)
-        os.close(saved)
+    with stdout_to_stderr():
+        try:
+            result = _reference_main(args)
+            code = 0
+        except Exception as exc:  # noqa: BLE001 - reported as the child's one-line error
+            import traceback
+
+            traceback.print_exc()
+            result, code = {"ok": False, "error": failure_reason(exc)}, 1
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return code

@@ -30,6 +30,7 @@ necessarily the Keras output order; match by name/shape on the host when it matt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -1269,31 +1270,40 @@ def _command_run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list | None = None) -> int:
-    """CLI entry point; prints exactly one JSON document on the original stdout."""
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Inside, anything printed by runtimes (Python or C++, fd 1 and sys.stdout) goes to stderr, so the original
+    stdout carries only the JSON answer written after it."""
     sys.stdout.flush()
     saved_stdout = os.dup(1)
-    os.dup2(2, 1)  # anything printed by runtimes (Python or C++) now goes to stderr
+    os.dup2(2, 1)
     real_stdout = sys.stdout
     sys.stdout = sys.stderr
-    code = 0
     try:
-        args = _build_parser().parse_args(argv)
-        if args.command == "info":
-            result = system_info(import_runtimes=args.import_runtimes)
-        elif args.command == "run":
-            result = _command_run(args)
-        else:
-            raise _ArgumentError("a command is required: info | run")
-    except SystemExit as exc:  # --help
-        result, code = None, int(exc.code or 0)
-    except Exception as exc:
-        result, code = {"ok": False, "error": _one_line(exc)}, 1
+        yield
     finally:
         sys.stderr.flush()
         sys.stdout = real_stdout
         os.dup2(saved_stdout, 1)
         os.close(saved_stdout)
+
+
+def main(argv: list | None = None) -> int:
+    """CLI entry point; prints exactly one JSON document on the original stdout."""
+    code = 0
+    with stdout_to_stderr():
+        try:
+            args = _build_parser().parse_args(argv)
+            if args.command == "info":
+                result = system_info(import_runtimes=args.import_runtimes)
+            elif args.command == "run":
+                result = _command_run(args)
+            else:
+                raise _ArgumentError("a command is required: info | run")
+        except SystemExit as exc:  # --help
+            result, code = None, int(exc.code or 0)
+        except Exception as exc:
+            result, code = {"ok": False, "error": _one_line(exc)}, 1
     if result is not None:
         sys.stdout.write(json.dumps(result, default=_json_default) + "\n")
         sys.stdout.flush()
