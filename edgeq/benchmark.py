@@ -310,7 +310,7 @@ class _Runner:
             devices[cell.device.name] = cell.device
         if not by_device:
             return
-        from edgeq.devices.local import kill_running
+        from edgeq.devices.transport import kill_running
 
         pool = ThreadPoolExecutor(max_workers=len(by_device), thread_name_prefix="edgeq-bench")
         futures = [pool.submit(self.run_device, devices[name], cells) for name, cells in by_device.items()]

@@ -7,7 +7,6 @@ failure (or Ctrl-C) never leaves a half-written artifact. One backend's failure 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 
 from edgeq import __version__
 from edgeq.backends import get_backend, resolve
+from edgeq.digest import combined_sha256, sha256_file
 from edgeq.errors import BackendUnavailable, EdgeqError, failure_reason
 from edgeq.evaluation import EvalSet, choose_metric, fidelity_summary, ground_truth, load_eval_set, score
 from edgeq.export_jobs import export_in_parallel, plan_slots
@@ -42,7 +42,6 @@ from edgeq.manifest import (
 )
 from edgeq.metrics import Metric, metric_drop, resolve_metric
 from edgeq.models import ModelSource, load_model
-from edgeq.models.base import sha256_file
 from edgeq.types import ExportOptions, Feeds
 from edgeq.ui import native_output_to
 from edgeq.verification import SampleFiles
@@ -125,13 +124,6 @@ def check_writable(out: Path) -> None:
 def file_entries(directory: Path) -> list[FileEntry]:
     return [FileEntry(path=str(p.relative_to(directory)), size_bytes=p.stat().st_size, sha256=sha256_file(p))
             for p in sorted(directory.rglob("*")) if p.is_file()]
-
-
-def combined_sha256(files: list[FileEntry]) -> str:
-    digest = hashlib.sha256()
-    for entry in sorted(files, key=lambda e: e.path):
-        digest.update(f"{entry.path}\0{entry.sha256}\n".encode())
-    return digest.hexdigest()
 
 
 def _tensor_infos(details: list[dict[str, Any]]) -> list[TensorInfo]:

@@ -99,7 +99,8 @@ def _run_child(argv: list[str], log: Path, title: str, outputs: Path | None) -> 
 
     Its stderr is appended to ``log``; returns the JSON, or ``{"ok": False, "error": one line}`` for any failure
     (crash with signal + last stderr line, timeout, error reported by the child)."""
-    from edgeq.devices.local import host_cell_result, run_process
+    from edgeq.devices.base import interpret_runner
+    from edgeq.devices.transport import run_process
 
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[1])
@@ -107,13 +108,16 @@ def _run_child(argv: list[str], log: Path, title: str, outputs: Path | None) -> 
     if outputs is not None:
         outputs.unlink(missing_ok=True)
     try:
-        stdout, stderr, code, sig, timed_out = run_process(argv, CHILD_TIMEOUT_S, env=env)
+        done = run_process(argv, CHILD_TIMEOUT_S, env=env)
     except EdgeqError as exc:
         return {"ok": False, "error": str(exc)}
-    _append_log(log, title, stderr)
-    if timed_out:
+    _append_log(log, title, done.stderr)
+    if done.timed_out:
         return {"ok": False, "error": f"timeout after {CHILD_TIMEOUT_S:g} s (killed)"}
-    return host_cell_result(stdout, stderr, code, sig, outputs)
+    result = interpret_runner(done.stdout, done.stderr, done.returncode, done.signal)
+    if result.get("ok") and outputs is not None and not outputs.is_file():
+        return {"ok": False, "error": "runner reported success but wrote no outputs npz"}
+    return result
 
 
 def run_artifact(main: Path, samples: SampleFiles, log: Path) -> tuple[dict[str, Any], list[list[np.ndarray]]]:

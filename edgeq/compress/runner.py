@@ -136,7 +136,7 @@ def _probe_feeds(data: LabelledData | None, example_inputs: tuple[Any, ...], nam
 
 
 def _fingerprint(request: CompressRequest, recipe: Recipe) -> dict[str, Any]:
-    from edgeq.models.base import sha256_file
+    from edgeq.digest import sha256_file
 
     weights = sha256_file(request.weights) if request.weights and request.weights.is_file() else None
     return {"model": request.model, "weights_sha256": weights, "recipe": recipe.model_dump(mode="json"),

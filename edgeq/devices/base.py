@@ -1,4 +1,6 @@
-"""The device interface: where a benchmark cell runs. One module per kind (local, ssh, qemu).
+"""The device interface: where a benchmark cell runs. One module per kind (local, ssh, qemu), each a small
+``Device`` subclass over a ``Transport`` (push / exec / pull, ``edgeq.devices.transport``); the cell logic below
+(``run_cell``, ``info``) is shared by every kind.
 
 A device runs ``targets/runner.py`` (numpy + runtime only) on one artifact per call, in a fresh process, and
 returns the runner's JSON. Contract for implementations:
@@ -16,14 +18,18 @@ returns the runner's JSON. Contract for implementations:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
+import tempfile
+import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edgeq.devices.transport import ExecResult, Transport
+from edgeq.digest import files_sha256, sha256_file
 from edgeq.errors import DeviceError
 
 
@@ -54,14 +60,7 @@ class ArtifactFiles:
         main = str(main_abs.relative_to(root))
         if main not in files:
             files = (*files, main)
-        return cls(root=root, files=files, main=main, sha256=artifact.sha256 or _digest_files(root, files))
-
-
-def _digest_files(root: Path, files: tuple[str, ...]) -> str:
-    digest = hashlib.sha256()
-    for rel in sorted(files):
-        digest.update(rel.encode() + b"\0" + hashlib.sha256((root / rel).read_bytes()).hexdigest().encode() + b"\n")
-    return digest.hexdigest()
+        return cls(root=root, files=files, main=main, sha256=artifact.sha256 or files_sha256(root, files))
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def runner_path() -> Path:
 
 
 def runner_sha256() -> str:
-    return hashlib.sha256(runner_path().read_bytes()).hexdigest()
+    return sha256_file(runner_path())
 
 
 def runner_run_args(main: str, threads: int, cpus: list[int] | None, settings: RunSettings,
@@ -161,13 +160,24 @@ def interpret_runner(stdout: str, stderr: str, returncode: int | None, signal_nu
 
 
 class Device(ABC):
-    """Where cells run. Subclasses: LocalDevice, SshDevice, QemuDevice (see ``make_device``)."""
+    """Where cells run: a device kind over one ``Transport`` (see ``edgeq.devices.transport``).
+
+    Subclasses set ``self.transport`` and ``self.python`` (the interpreter on the device) in ``__init__`` and
+    implement ``prepare``; the cell and info logic here is shared by every kind."""
 
     kind: ClassVar[str] = ""
     emulated: bool = False
+    timeout_factor: ClassVar[float] = 1.0
+    """Cells may take this many times the bench's --timeout (emulation is slow)."""
+    info_timeout_s: ClassVar[float] = 120.0
+    transport: Transport
+    python: str
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        self._runner: str | None = None
+        self._eval_names: dict[tuple[str, int, int], str] = {}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def name(self) -> str:
@@ -177,24 +187,105 @@ class Device(ABC):
     def prepare(self) -> None:
         """Reach the device and install the runner; ``DeviceError`` (one line) when it cannot be used."""
 
-    @abstractmethod
+    def ready(self) -> None:  # noqa: B027 - optional hook
+        """Called before every cell and info call; kinds that connect lazily (ssh) prepare here."""
+
+    # -- shared plumbing ---------------------------------------------------------------------------------
+    def runner_argv(self, *args: str) -> list[str]:
+        """``PYTHON RUNNER ARGS…`` on the device (the runner is pushed once, named by its digest)."""
+        if self._runner is None:
+            self._runner = self.transport.push(runner_path(), f"runner-{runner_sha256()[:12]}.py")
+        return [str(self.python), self._runner, *args]
+
+    def scratch_file(self, suffix: str) -> Path:
+        """A fresh empty-named file path in this device's host scratch dir (removed by ``close``)."""
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"edgeq-{self.name}-")
+        return Path(self._tmp.name) / f"{uuid.uuid4().hex}{suffix}"
+
+    def _push_eval(self, eval_npz: Path) -> str:
+        """Eval inputs go to ``eval/<sha256>.npz`` (hashed once per file version on this device)."""
+        stat = eval_npz.stat()
+        key = (str(eval_npz.absolute()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._eval_names:
+            self._eval_names[key] = f"eval/{sha256_file(eval_npz)}.npz"
+        return self.transport.push(eval_npz, self._eval_names[key])
+
+    def timeout_message(self, limit_s: float) -> str:
+        return f"timeout after {limit_s:g} s (runner killed)"
+
+    # -- Device ------------------------------------------------------------------------------------------
     def run_cell(self, artifact: ArtifactFiles, threads: int, cpus: list[int] | None, settings: RunSettings,
                  eval_npz: Path | None, timeout_s: float, outputs_path: Path | None = None) -> dict[str, Any]:
         """Run one cell in a fresh process; the runner's JSON (+ ``outputs_path``) or ``{"ok": False, "error"}``."""
+        run_dir = None
+        try:
+            self.ready()
+            main = f"{self.transport.push_tree(artifact.root, artifact.files, f'art/{artifact.sha256}')}/{artifact.main}"
+            device_eval = device_outputs = None
+            if eval_npz is not None:
+                device_eval = self._push_eval(Path(eval_npz))
+                run_dir = self.transport.make_run_dir()
+                device_outputs = f"{run_dir}/outputs.npz"
+            limit = timeout_s * self.timeout_factor
+            argv = self.runner_argv(*runner_run_args(main, threads, cpus, settings, device_eval, device_outputs))
+            done = self.transport.exec(argv, limit)
+            if done.timed_out:
+                return failure(self.timeout_message(limit))
+            result = interpret_runner(done.stdout, done.stderr, done.returncode, done.signal)
+            if result.get("ok") and device_outputs:
+                local = Path(outputs_path) if outputs_path else self.scratch_file(".npz")
+                local.unlink(missing_ok=True)
+                self.transport.pull(device_outputs, local)
+                if not local.is_file():
+                    return failure("runner reported success but wrote no outputs npz")
+                result["outputs_path"] = str(local)
+            return result
+        except DeviceError as exc:
+            return failure(str(exc).removeprefix(f"device {self.name!r}: "))
+        finally:
+            if run_dir is not None:
+                self.transport.remove(run_dir)
 
-    @abstractmethod
     def info(self) -> dict[str, Any]:
         """The runner's ``info`` JSON for this device; ``DeviceError`` when unreachable."""
+        self.ready()
+        return runner_info(self.runner_argv(), lambda argv: self.transport.exec(argv, self.info_timeout_s),
+                           where=f"device {self.name!r}")
 
     def provision(self, packages: list[str]) -> str:
         """Create ``workdir/venv`` and pip-install ``packages`` there; returns a one-line summary."""
         raise DeviceError(f"device {self.name!r} (kind {self.kind}) cannot be provisioned by edgeq")
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections/temporary files."""
+        self.transport.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> Device:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def runner_info(prefix: list[str], run: Callable[[list[str]], ExecResult], where: str) -> dict[str, Any]:
+    """``runner.py info --import-runtimes``; if importing a runtime crashes the process, retry without imports."""
+    done = run([*prefix, "info", "--import-runtimes"])
+    crashed = bool(done.signal or done.timed_out or done.returncode != 0)
+    if crashed:
+        done = run([*prefix, "info"])
+    if done.timed_out:
+        raise DeviceError(f"{where}: runner info timed out")
+    if done.signal:
+        raise DeviceError(f"{where}: runner died: {signal_name(done.signal)}")
+    try:
+        document = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise DeviceError(f"{where}: runner info failed (status {done.returncode}): "
+                          f"{last_line(done.stderr) or 'no output'}") from None
+    if crashed:
+        document["import_check"] = "importing a runtime crashed the runner; versions found without importing"
+    return document

@@ -10,16 +10,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edgeq.digest import sha256_file
 from edgeq.errors import UnsupportedConversion
 from edgeq.types import Feeds, Layout, TensorSpec
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ModelSource(ABC):

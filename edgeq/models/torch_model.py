@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.digest import sha256_file
 from edgeq.errors import ModelError, first_line
-from edgeq.models.base import ModelSource, sha256_file
+from edgeq.models.base import ModelSource
 from edgeq.models.shapes import guess_layout, shape_for
 from edgeq.types import Feeds, TensorSpec
 

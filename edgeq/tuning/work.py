@@ -57,7 +57,7 @@ def context_fingerprint(context: TuneContext) -> str:
     """What makes artifacts comparable across runs: model (+ weights file content), data and budget settings."""
     import hashlib
 
-    from edgeq.models.base import sha256_file
+    from edgeq.digest import sha256_file
 
     parts: dict[str, Any] = {k: getattr(context, k) for k in (
         "model", "calib", "eval_spec", "weights", "input_shapes", "metric", "eval_samples", "drop_type",
