@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgeq.backends._onnx import cpu_flags  # noqa: E402
 from edgeq.manifest import find_manifests  # noqa: E402
 from edgeq.measure import interleaved_latency  # noqa: E402
+from edgeq.targets.runner import cpu_flags  # noqa: E402
 
 
 def run_search(out: Path, trials: int, max_drop: float) -> None:

@@ -44,18 +44,6 @@ def load_full(path: Path):  # -> onnx.ModelProto
     return onnx.load(str(path), load_external_data=True)
 
 
-def cpu_flags() -> set[str]:
-    """CPU feature flags of this machine (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 ATTENTION_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention"}
 
 

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.backends._onnx import (
-    cpu_flags,
     has_attention,
     load_full,
     mask_nodes,
@@ -46,6 +45,7 @@ from edgeq.backends._onnx import (
 )
 from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError
+from edgeq.targets.runner import cpu_flags
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": None}
 

@@ -1,6 +1,7 @@
 """Devices where benchmark cells run. ``make_device(config)`` picks the implementation for ``config.kind``.
 
-Kinds are registered here as ``kind: "module:Class"`` and imported only when used.
+A kind is a config class in ``edgeq.devices.config.DEVICE_CONFIGS`` whose ``device_class`` (``"module:Class"``)
+names its implementation; the module is imported only when used.
 """
 
 from __future__ import annotations
@@ -9,14 +10,11 @@ import importlib
 from typing import Any
 
 from edgeq.devices.base import ArtifactFiles, Device, RunSettings
-from edgeq.devices.config import DeviceConfig, DevicesFile, load_devices
+from edgeq.devices.config import DEVICE_CONFIGS, KIND_NAMES, DeviceConfig, DevicesFile, load_devices
 from edgeq.errors import DeviceError
 
-KINDS: dict[str, str] = {
-    "local": "edgeq.devices.local:LocalDevice",
-    "ssh": "edgeq.devices.ssh:SshDevice",
-    "qemu": "edgeq.devices.qemu:QemuDevice",
-}
+KINDS: dict[str, str] = {kind: config.device_class for kind, config in zip(KIND_NAMES, DEVICE_CONFIGS)}
+"""kind → ``module:Class`` of its Device."""
 
 
 def make_device(config: Any) -> Device:

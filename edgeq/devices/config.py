@@ -1,5 +1,8 @@
 """devices.yaml: where benchmarks run. One entry per device, discriminated by ``kind`` (local | ssh | qemu).
 
+A device kind is its config class here (listed in ``DEVICE_CONFIGS``; its ``device_class`` names the module that
+implements it, imported only when used) plus that module (a ``Device`` over a ``Transport``).
+
 ``load_devices(path)`` validates the file and turns every problem into one ``ConfigError`` line that points at
 the YAML line, e.g. ``devices.yaml:7: device 'pi5': field 'host' required``. ``edgeq devices schema`` prints
 the JSON Schema of this file.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,6 +23,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class _DeviceBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    device_class: ClassVar[str]
+    """``module:Class`` of the Device for this kind (imported by ``make_device`` only when used)."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique device name (letters, digits, '_', '.', '-').")
     threads: list[int] = Field([1], min_length=1, description="Thread counts to benchmark; one cell per count.")
@@ -39,17 +44,26 @@ class _DeviceBase(BaseModel):
             raise ValueError("cpus must be a non-empty list of CPU ids >= 0")
         return value
 
+    def host_cpus(self) -> float:
+        """CPUs one cell of this device occupies on the machine that runs edgeq (a remote board: none)."""
+        return 0.0
+
 
 class LocalDeviceConfig(_DeviceBase):
     """This machine: the runner in a fresh subprocess per cell."""
 
+    device_class = "edgeq.devices.local:LocalDevice"
     kind: Literal["local"]
     python: str | None = Field(None, description="Interpreter for the runner (default: the one running edgeq).")
+
+    def host_cpus(self) -> float:
+        return float(max(self.threads))
 
 
 class SshDeviceConfig(_DeviceBase):
     """Any OpenSSH destination; ~/.ssh/config, the agent and known_hosts apply (the system ``ssh`` is used)."""
 
+    device_class = "edgeq.devices.ssh:SshDevice"
     kind: Literal["ssh"]
     host: str = Field(min_length=1, description="OpenSSH destination, e.g. pi@192.168.1.50 or a Host alias.")
     port: int | None = Field(None, ge=1, le=65535)
@@ -70,14 +84,22 @@ class SshDeviceConfig(_DeviceBase):
 class QemuDeviceConfig(_DeviceBase):
     """aarch64 user-mode emulation of a prepared arm64 root (see `edgeq devices setup-arm64`)."""
 
+    device_class = "edgeq.devices.qemu:QemuDevice"
     kind: Literal["qemu"]
     root: str = Field(min_length=1, description="The arm64 root (Python + libraries), e.g. ~/.cache/edgeq/arm64-root.")
     site: str | None = Field(None, description="Directory of unpacked aarch64 wheels (PYTHONPATH); default ROOT/site.")
     python: str | None = Field(None, description="Python inside ROOT (default usr/bin/python3.11).")
     qemu: str = Field("qemu-aarch64-static", description="QEMU user-mode binary.")
 
+    def host_cpus(self) -> float:
+        return 1.0  # the emulator runs one thread of work at a time
 
-DeviceConfig = Annotated[LocalDeviceConfig | SshDeviceConfig | QemuDeviceConfig, Field(discriminator="kind")]
+
+DEVICE_CONFIGS: tuple[type[_DeviceBase], ...] = (LocalDeviceConfig, SshDeviceConfig, QemuDeviceConfig)
+"""Every device kind, in the order error messages list them."""
+KIND_NAMES: tuple[str, ...] = tuple(get_args(c.model_fields["kind"].annotation)[0] for c in DEVICE_CONFIGS)
+
+DeviceConfig = Annotated[Union[DEVICE_CONFIGS], Field(discriminator="kind")]  # noqa: UP007 - built from the tuple
 
 
 class DevicesFile(BaseModel):
@@ -185,15 +207,15 @@ def _describe_error(error: Any, root: Any, data: Any, filename: str) -> str:
     if kind == "union_tag_invalid":
         kind_node = _child(node, "kind")
         where = f"{filename}:{_line(kind_node)}" if kind_node is not None else where
-        return f"{where}: {prefix}kind must be one of local, ssh, qemu"
+        return f"{where}: {prefix}kind must be one of {', '.join(KIND_NAMES)}"
     if kind == "union_tag_not_found":
-        return f"{where}: {prefix}field 'kind' required (local, ssh or qemu)"
+        return f"{where}: {prefix}field 'kind' required ({', '.join(KIND_NAMES[:-1])} or {KIND_NAMES[-1]})"
     message = error["msg"].removeprefix("Value error, ")
     field = ".".join(p for p in field_parts if not p.isdigit()) if field_parts else ""
     return f"{where}: {prefix}{field + ': ' if field else ''}{message}"
 
 
-_TAGS = {"local", "ssh", "qemu"}
+_TAGS = set(KIND_NAMES)
 
 
 def _check_unique_names(data: dict[str, Any], root: Any, filename: str) -> None:

@@ -42,7 +42,7 @@ class Explanation:
 
 
 def cpu_int8_features() -> dict[str, bool]:
-    from edgeq.backends._onnx import cpu_flags
+    from edgeq.targets.runner import cpu_flags
 
     flags = cpu_flags()
     family = "arm" if {"asimd", "fp"} & flags and "sse2" not in flags else "x86"

@@ -89,8 +89,7 @@ class RayExecutor:
         total = ray.cluster_resources().get("CPU", 1.0)
         self.build_cpus = min(build_cpus, total)
         self.parallel = max(1, int(total // self.build_cpus))
-        self.cell_cpus = {d.name: min(float(max(d.threads)) if d.kind == "local" else 1.0 if d.kind == "qemu" else 0.0,
-                                      total) for d in devices}
+        self.cell_cpus = {d.name: min(d.host_cpus(), total) for d in devices}
         self._build = ray.remote(build)
         self._measure = ray.remote(measure)
 
