@@ -28,9 +28,10 @@ import numpy as np
 from edgeq.devices import ArtifactFiles, Device, RunSettings, load_devices, make_device
 from edgeq.devices.config import DevicesFile, LocalDeviceConfig
 from edgeq.errors import ConfigError, DeviceError, EdgeqError
-from edgeq.manifest import Artifact, Manifest, atomic_write_text, find_manifests
+from edgeq.manifest import Artifact, Manifest, find_manifests
 from edgeq.results import CellResult, Latency, cell_id
 from edgeq.targets.runner import precision_matches
+from edgeq.workdirs import atomic_path, atomic_write_text
 
 RESULTS_NAME = "results.json"
 REFERENCE_PRECISION = "fp32"
@@ -178,10 +179,8 @@ def prepare_eval(spec: str, manifests: list[tuple[Path, Manifest]], out: Path,
             fingerprint = _fingerprint(arrays, labels)
             path = out / "eval" / f"{fingerprint[:16]}.npz"
             if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.stem}.tmp.npz")
-                np.savez(tmp, **arrays)
-                tmp.replace(path)
+                with atomic_path(path, keep_suffix=True) as tmp:
+                    np.savez(tmp, **arrays)
             prepared[(manifest.model.name, layout)] = EvalData(path, fingerprint, labels, count)
     return prepared
 

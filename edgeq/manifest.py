@@ -6,9 +6,7 @@ Compatibility rule: later versions only *add* optional fields; readers ignore fi
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -16,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeq.errors import EdgeqError
+from edgeq.workdirs import atomic_write_text
 
 SCHEMA_VERSION = "1.1"
 """1.1: ``verification.outputs`` (fidelity of every model output); 1.0 manifests read unchanged."""
@@ -218,20 +217,6 @@ class Manifest(_Model):
     @classmethod
     def read(cls, path: Path) -> Manifest:
         return cls.model_validate_json(Path(path).read_text())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so readers see either the old or the new content, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pid{os.getpid()}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def manifest_json_schema() -> str:

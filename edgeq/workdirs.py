@@ -120,3 +120,34 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, keep_suffix: bool = False) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; renamed onto ``path`` when the block succeeds, removed when it
+    fails, so readers see the old or the new file, never half of one. The name carries this process's owner tag
+    (``clean_stale``) and ends in ``.tmp`` — or ``.tmp<suffix>`` with ``keep_suffix`` (writers that append or
+    check a suffix: ``np.savez``, ``torch.export.save``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=owned(f".{path.name}."),
+                                suffix=f".tmp{path.suffix}" if keep_suffix else ".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see ``atomic_path``)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -15,10 +15,10 @@ def report(
 ) -> None:
     """Compare every benchmark cell: latency, size, accuracy, fidelity and speed-up vs FP32, with findings."""
     from edgeq.errors import EdgeqError
-    from edgeq.manifest import atomic_write_text
     from edgeq.report.bench_render import FORMATS, render
     from edgeq.report.bench_report import build_report
     from edgeq.ui import console
+    from edgeq.workdirs import atomic_write_text
 
     if fmt not in FORMATS:
         raise EdgeqError(f"unknown --format {fmt!r}; choose from: {', '.join(FORMATS)}")

@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from edgeq.workdirs import atomic_path, atomic_write_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -98,12 +98,6 @@ def _get_attr(root: nn.Module, target: str) -> Any:
     return value
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(data)
-    os.replace(handle.name, path)
-
-
 def _outputs_match(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
     return max(float(np.abs(a - b).max()) for a, b in zip(reference, candidate))
 
@@ -150,10 +144,8 @@ def save_compressed(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], 
     pt2 = out_dir / "model.pt2"
     try:
         program = torch.export.export(model, tuple(example_inputs))
-        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            tmp_path = Path(tmp) / "model.pt2"
+        with atomic_path(pt2, keep_suffix=True) as tmp_path:
             torch.export.save(program, str(tmp_path))
-            os.replace(tmp_path, pt2)
     except Exception as exc:  # noqa: BLE001 - the exporter's errors are long
         raise ModelError(f"torch.export of the compressed model failed: {str(exc).splitlines()[0][:200]}") from None
     result["pt2"] = {"path": str(pt2), **_verify_pt2(pt2, probe, input_names, [r[0] for r in reference])}
@@ -165,8 +157,8 @@ def save_compressed(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], 
         result["py"] = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         return result
     py_path, weights_path = out_dir / "model.py", out_dir / "model.safetensors"
-    _atomic_write_bytes(weights_path, save_safetensors(state))
-    _atomic_write_bytes(py_path, source_text.encode())
+    atomic_write_bytes(weights_path, save_safetensors(state))
+    atomic_write_bytes(py_path, source_text.encode())
     spec = f"{py_path}:{CLASS_NAME}"
     loaded = load_model(spec, weights_path, [f"{n}={'x'.join(map(str, t.shape))}" for n, t in zip(input_names, example_inputs)])
     result["py"] = {"spec": spec, "weights": str(weights_path), "max_abs_error": _outputs_match(

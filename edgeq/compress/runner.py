@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from edgeq.compress.base import StepContext
 from edgeq.compress.data import LabelledData, load_labelled
 from edgeq.compress.recipe import Recipe, load_recipe
 from edgeq.errors import CalibrationError, ConfigError, ModelError
+from edgeq.workdirs import atomic_write_text
 
 REPORT_NAME = "compress-report.json"
 
@@ -117,7 +116,7 @@ def run_compress(request: CompressRequest) -> dict[str, Any]:
               "recipe": recipe.model_dump(mode="json"), "train": train.source if train else None,
               "eval": evaluation.source if evaluation else None, "torch": torch.__version__, "steps": rows,
               "summary": summary, "artifacts": artifacts}
-    _atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=2, default=str))
+    atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=2, default=str))
     source.close()
     return report
 
@@ -153,10 +152,5 @@ def _check_resume_fingerprint(checkpoints: Path, fingerprint: dict[str, Any], re
             raise ConfigError(f"--resume: {checkpoints} was made with a different {', '.join(changed)}; "
                               "drop --resume to start over")
     checkpoints.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(marker, json.dumps(fingerprint, indent=2, default=str))
+    atomic_write_text(marker, json.dumps(fingerprint, indent=2, default=str))
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from edgeq.compress.base import StepConfig
 from edgeq.errors import ConfigError
+from edgeq.workdirs import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -58,9 +60,8 @@ def _lr_at(cfg: TrainConfig, epoch: int) -> float:
 def _save_checkpoint(path: os.PathLike[str], state: dict[str, Any]) -> None:
     import torch
 
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
 
 
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

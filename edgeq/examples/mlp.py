@@ -61,8 +61,8 @@ def train_mlp(path: Path, epochs: int = 30, seed: int = 0) -> float:
     model.eval()
     with torch.no_grad():
         accuracy = float((model(x_eval).argmax(1) == y_eval).float().mean())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(model.state_dict(), str(tmp))
-    tmp.replace(path)
+    from edgeq.workdirs import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file(model.state_dict(), str(tmp))
     return accuracy

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgeq.manifest import atomic_write_text
 from edgeq.tuning.space import OPTION_CHOICES
+from edgeq.workdirs import atomic_write_text
 
 Confirm = Callable[[str, list[dict[str, Any]]], dict[str, float]]
 """``confirm(device, candidate rows) -> {recipe key: median p50 ms}`` (side-by-side re-measurement)."""

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import ConfigError, EdgeqError
-from edgeq.manifest import atomic_write_text
 from edgeq.tuning.space import SearchSpace, build_space, default_params, suggest
 from edgeq.tuning.work import TuneContext, context_fingerprint
+from edgeq.workdirs import atomic_write_text
 
 STUDY_NAME = "edgeq-tune"
 OBJECTIVES = ("latency", "size", "memory")

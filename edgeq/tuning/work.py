@@ -103,7 +103,7 @@ def _record_from_manifest(context: TuneContext, key: str, recipe: Recipe, cached
 
 
 def _write_failure(context: TuneContext, key: str, recipe: Recipe, error: str) -> dict[str, Any]:
-    from edgeq.manifest import atomic_write_text
+    from edgeq.workdirs import atomic_write_text
 
     record = {"key": key, "recipe": recipe.model_dump(mode="json"), "status": "failed", "error": error,
               "cached": False, "backend": recipe.backend}
@@ -183,8 +183,8 @@ def _fallback_layers(context: TuneContext, recipe: Recipe) -> list[str]:
     from edgeq import accuracy
     from edgeq.calibration import prepare_calibration
     from edgeq.evaluation import load_eval_set
-    from edgeq.manifest import atomic_write_text
     from edgeq.models import load_model
+    from edgeq.workdirs import atomic_write_text
 
     base = recipe.model_copy(update={"fallback": 0})
     plain = build(context, base)
