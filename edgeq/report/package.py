@@ -21,7 +21,6 @@ import os
 import re
 import struct
 import tarfile
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from edgeq.errors import EdgeqError
 from edgeq.manifest import MANIFEST_NAME, Manifest, find_manifests
+from edgeq.workdirs import atomic_path
 
 SUMS_NAME = "SHA256SUMS"
 CARD_NAME = "MODEL_CARD.md"
@@ -167,14 +167,8 @@ def build_package(artifacts_dir: Path, out: Path, results_dir: Path | None = Non
             warnings.append(f"results in {results_dir} have no cells for {', '.join(sorted(packaged))} "
                             f"(models measured: {', '.join(sorted({r.model for r in report.rows}))})")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise PackageError(f"cannot write {out}: {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6,
-                                                       format=tarfile.PAX_FORMAT) as tar:
+        with atomic_path(out) as tmp, open(tmp, "wb") as raw, \
+                tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6, format=tarfile.PAX_FORMAT) as tar:
             writer = _Writer(tar, top)
             used: set[str] = set()
             for model_dir, manifest in manifests:
@@ -199,13 +193,8 @@ def build_package(artifacts_dir: Path, out: Path, results_dir: Path | None = Non
             writer.add_bytes(CARD_NAME, model_card([m for _, m in manifests], report).encode())
             writer.add_sums()
             count = len(writer.sums) + 1
-        os.replace(tmp, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PackageError(f"cannot write {out}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return PackageSummary(path=out, files=count, size_bytes=out.stat().st_size,
                           models=[m.model.name for _, m in manifests],
                           reports=[f"reports/{name}" for name in reports], warnings=warnings)
