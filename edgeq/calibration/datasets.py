@@ -78,6 +78,15 @@ class Dataset:
         """A float regression/embedding target for sample ``index`` (``.npz`` float ``y``), else None."""
         return None
 
+    def stacked(self) -> dict[str, np.ndarray]:
+        """Every sample as stored, stacked per input name (not checked against the inputs: training sets)."""
+        return {spec.name: np.stack([self._read(i)[spec.name] for i in range(len(self))]) for spec in self.inputs}
+
+    def labels(self) -> np.ndarray | None:
+        """All integer labels (N,) int64, or None when any sample has none."""
+        values = [self.label(i) for i in range(len(self))]
+        return None if any(v is None for v in values) else np.asarray(values, dtype=np.int64)
+
 
 class ArrayDataset(Dataset):
     """``.npy`` (one input, memory-mapped) or ``.npz`` (one array per input name, optional integer ``y`` labels)."""
@@ -141,6 +150,12 @@ class ArrayDataset(Dataset):
 
     def target(self, index: int) -> np.ndarray | None:
         return None if self._targets is None else np.asarray(self._targets[index])
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(array) for name, array in self._arrays.items()}
+
+    def labels(self) -> np.ndarray | None:
+        return None if self._labels is None else self._labels.astype(np.int64)
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -217,3 +232,9 @@ class DigitsDataset(Dataset):
 
     def label(self, index: int) -> int | None:
         return int(self._y[index])
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        return {self.inputs[0].name: self._x}
+
+    def labels(self) -> np.ndarray | None:
+        return self._y.astype(np.int64)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import CalibrationError
+from edgeq.types import TensorSpec
 
 DIGITS_PREFIX = "sklearn-digits:"
 
@@ -25,32 +26,31 @@ class LabelledData:
 
 
 def load_labelled(spec: str) -> LabelledData:
-    """``path.npz`` (arrays ``x`` and ``y``) or ``sklearn-digits:train|calib|eval`` → :class:`LabelledData`."""
+    """``path.npz`` (arrays ``x`` and integer ``y``) or ``sklearn-digits:train|calib|eval`` → :class:`LabelledData`,
+    read by the calibration datasets (the one reader of labelled arrays)."""
+    from edgeq.calibration.datasets import ArrayDataset, Dataset, DigitsDataset
+
+    inputs = [TensorSpec("x", ())]
+    dataset: Dataset
     if spec.startswith(DIGITS_PREFIX):
-        from edgeq.examples.digits import SPLITS, load_digits_split
+        from edgeq.examples.digits import SPLITS
 
         split = spec[len(DIGITS_PREFIX):]
         if split not in SPLITS:
             raise CalibrationError(f"unknown digits split {split!r} in {spec!r}; choose from {', '.join(SPLITS)}")
-        x, y = load_digits_split(split)
-        return LabelledData(x, y, spec)
-    path = Path(spec)
-    if path.suffix.lower() != ".npz":
-        raise CalibrationError(f"labelled data must be an .npz file with arrays x and y, or sklearn-digits:SPLIT; got {spec!r}")
-    if not path.is_file():
-        raise CalibrationError(f"data file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in ("x", "y") if k not in archive.files]
-            if missing:
-                raise CalibrationError(f"{path} has arrays {', '.join(archive.files) or 'none'}; it needs x and y")
-            x, y = archive["x"], archive["y"]
-    except CalibrationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - corrupt archives raise many types
-        raise CalibrationError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
-    if len(x) != len(y) or len(y) == 0:
-        raise CalibrationError(f"{path}: x has {len(x)} rows and y has {len(y)}; they must match and be non-empty")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise CalibrationError(f"{path}: y must hold integer class labels, not {y.dtype}")
-    return LabelledData(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64), str(path))
+        dataset, source = DigitsDataset(split, inputs, "NCHW"), spec
+    else:
+        path = Path(spec)
+        if path.suffix.lower() != ".npz":
+            raise CalibrationError(f"labelled data must be an .npz file with arrays x and y, or sklearn-digits:SPLIT; got {spec!r}")
+        if not path.is_file():
+            raise CalibrationError(f"data file not found: {path}")
+        dataset, source = ArrayDataset(path, inputs), str(path)
+    if len(dataset) == 0:
+        raise CalibrationError(f"{source}: holds no samples")
+    labels = dataset.labels()
+    if labels is None:
+        if dataset.target(0) is not None:
+            raise CalibrationError(f"{source}: y must hold integer class labels, not float targets")
+        raise CalibrationError(f"{source} has no labels: it needs arrays x and y (integer class labels)")
+    return LabelledData(np.ascontiguousarray(dataset.stacked()["x"], dtype=np.float32), labels, source)
