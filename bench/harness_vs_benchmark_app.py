@@ -1,4 +1,4 @@
-"""p50 latency from ``edgeq bench`` (targets/runner.py) vs OpenVINO's ``benchmark_app`` on the same IR, same threads.
+"""p50 latency from ``edgeq bench`` (edgeq/targets/runner.py) vs OpenVINO's ``benchmark_app`` on the same IR, same threads.
 
 Interleaved in one run: for each round, one runner cell and one benchmark_app run (sync API, 1 stream set explicitly (benchmark_app needs `-hint none` for that),
 same thread count, same duration), alternating which goes first. Prints the median of per-round p50 ratios
@@ -25,7 +25,7 @@ import edgeq  # noqa: E402
 
 
 def runner_p50(xml: Path, threads: int, seconds: float) -> float:
-    out = subprocess.run([sys.executable, str(REPO / "targets" / "runner.py"), "run", str(xml), "--threads", str(threads),
+    out = subprocess.run([sys.executable, str(REPO / "edgeq" / "targets" / "runner.py"), "run", str(xml), "--threads", str(threads),
                           "--min-seconds", str(seconds), "--runs", "50"], capture_output=True, text=True, check=True)
     return float(json.loads(out.stdout)["latency"]["p50_ms"])
 

@@ -10,7 +10,7 @@ Run: ``.venv/bin/python bench/precision.py [--model digits|bert|resnet18|all] [-
 - resnet18: ResNet-18 shape (random weights): fidelity only (slow: LiteRT 16x8 calibration runs reference kernels).
 - fallback: the sensitive digits model (edgeq/examples/sensitive.py, --max-drop 0.01, top-1) and BERT-mini
   (--metric cosine vs FP32, --max-drop 0.002) through onnx-qdq with ``--fallback fp32`` and ``--fallback tiered``.
-Artifacts run through edgeq's runner (targets/runner.py) with the runtime's defaults: OpenVINO's CPU plugin computes
+Artifacts run through edgeq's runner (edgeq/targets/runner.py) with the runtime's defaults: OpenVINO's CPU plugin computes
 float layers at its default inference precision (bf16 on AVX512-BF16 CPUs).
 """
 

@@ -34,10 +34,9 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgeq.targets.runner import cpu_flags, open_session, random_feeds, reduced_float_support  # noqa: E402
-
 import edgeq  # noqa: E402
 from edgeq.measure import interleaved_latency  # noqa: E402
+from edgeq.targets.runner import cpu_flags, open_session, random_feeds, reduced_float_support  # noqa: E402
 
 MODEL = f"{REPO}/bench/models.py:ResNet18"
 ROWS = {"onnxruntime": ("onnx-fp32", "onnx-qdq"), "openvino": ("openvino-fp32", "openvino-int8", "openvino-bf16"),

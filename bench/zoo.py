@@ -497,9 +497,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def fidelity_per_output(artifact: Path, holdout: list[dict[str, np.ndarray]], references: list[list[np.ndarray]],
                         names: list[str], dense: bool) -> list[dict[str, Any]]:
-    from edgeq.targets.runner import open_session
-
     from edgeq.metrics import match_outputs
+    from edgeq.targets.runner import open_session
 
     session = open_session(str(artifact), threads=1)
     per_output: list[list[float]] = [[] for _ in names]

@@ -1,7 +1,7 @@
 """Verification in child processes: the FP32 reference and every artifact run outside the ``edgeq export`` process.
 
 A runtime that aborts, segfaults or exits (``LLVM ERROR`` on a full disk) then takes down a child, not the export:
-the artifact's child is ``targets/runner.py run --no-timing --eval SAMPLES.npz`` (the same runner and crash reading
+the artifact's child is ``edgeq/targets/runner.py run --no-timing --eval SAMPLES.npz`` (the same runner and crash reading
 as ``edgeq bench`` on the local device), one per built artifact, running the held-out samples and the eval samples
 in one go; the FP32 reference is ``python -m edgeq.verification reference`` (the source model loaded again, with
 the exact weights of the one being exported). What a child prints (C++ logs, the abort message) is appended to the

@@ -185,9 +185,9 @@ def test_profile_gives_per_layer_times_and_report_lists_top_layers(exported: Pat
 def test_example_openvino_fp32_matches_onnx_fp32_within_1e5(exported: Path) -> None:
     """Acceptance: on any CPU (BF16 ones included) the example's openvino-fp32 is FP32: rel. error ≤ 1e-5."""
     import numpy as np
-    from edgeq.targets.runner import open_session
 
     from edgeq.examples.digits import load_digits_split
+    from edgeq.targets.runner import open_session
 
     images, _labels = load_digits_split("eval")
     feeds = images.reshape(len(images), 1, 1, 8, 8).astype(np.float32)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from edgeq.errors import BackendUnavailable
 from edgeq.targets.runner import (
     OV_PRECISION_RT_KEY,
     RunnerError,
@@ -20,8 +22,6 @@ from edgeq.targets.runner import (
     reduced_float_support,
     summarize_precision,
 )
-
-from edgeq.errors import BackendUnavailable
 
 # /proc/cpuinfo flag sets of the CPU kinds edgeq meets (x86 from the two EPYC kinds seen here, plus AMX and ARM)
 AVX2_ONLY = ("x86_64", {"sse4_2", "avx", "avx2", "fma"})

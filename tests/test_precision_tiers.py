@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeq.targets.runner import open_session, random_feeds
 
 from edgeq.cli import main
 from edgeq.manifest import Manifest
+from edgeq.targets.runner import open_session, random_feeds
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("nncf")

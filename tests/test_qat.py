@@ -167,12 +167,12 @@ def test_qat_recovers_accuracy_that_ptq_loses(tmp_path: Path) -> None:
     sklearn-digits:train, Adam lr 1e-4) must win it back on sklearn-digits:eval (300 samples); the margins are the
     measured gains (README, QAT section) minus a safety margin."""
     import torch
-    from edgeq.targets.runner import open_session
     from safetensors.torch import save_file
 
     import edgeq
     from edgeq.examples.digits import load_digits_split, load_pretrained
     from edgeq.qat import QatSettings
+    from edgeq.targets.runner import open_session
 
     state = {k: v.clone() for k, v in load_pretrained().state_dict().items()}
     state["features.1.weight"][0] *= HARD_SCALE  # BN gamma/beta of channel 0: ReLU keeps the factor

@@ -1,4 +1,4 @@
-"""targets/runner.py: the self-contained on-device runner, against tiny real ONNX / OpenVINO / TFLite artifacts."""
+"""edgeq/targets/runner.py: the self-contained on-device runner, against tiny real ONNX / OpenVINO / TFLite artifacts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgeq.targets import runner
 from edgeq.targets.runner import IODetail, RunnerError, measure, open_session, peak_rss_mb, system_info
 

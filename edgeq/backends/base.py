@@ -1,7 +1,7 @@
 """The backend protocol: one module per backend, each turning a ModelSource + calibration set into files.
 
 A backend only *writes* an artifact. Loading and running artifacts (for verification and benchmarks) is the
-job of the runtime adapters in ``targets/runner.py`` (importable as ``edgeq.targets.runner``), chosen by the
+job of the runtime adapters in ``edgeq/targets/runner.py`` (importable as ``edgeq.targets.runner``), chosen by the
 artifact's file type, so the same code runs on the host and on a bare device.
 """
 

@@ -2,7 +2,7 @@
 ``Device`` subclass over a ``Transport`` (push / exec / pull, ``edgeq.devices.transport``); the cell logic below
 (``run_cell``, ``info``) is shared by every kind.
 
-A device runs ``targets/runner.py`` (numpy + runtime only) on one artifact per call, in a fresh process, and
+A device runs ``edgeq/targets/runner.py`` (numpy + runtime only) on one artifact per call, in a fresh process, and
 returns the runner's JSON. Contract for implementations:
 
 * ``prepare()`` reaches the device and installs the runner; it raises ``DeviceError`` (one line) when the device
@@ -90,16 +90,11 @@ class RunSettings:
 
 
 def runner_path() -> Path:
-    """The on-device runner script (``targets/runner.py``, installed as ``edgeq.targets.runner``)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("edgeq.targets.runner")
-    if spec is not None and spec.origin:
-        return Path(spec.origin)
-    fallback = Path(__file__).resolve().parents[2] / "targets" / "runner.py"
-    if fallback.is_file():
-        return fallback
-    raise DeviceError("the edgeq runner (targets/runner.py) is missing from this installation")
+    """The on-device runner script, ``edgeq/targets/runner.py`` (one self-contained file, copied to devices)."""
+    path = Path(__file__).resolve().parents[1] / "targets" / "runner.py"
+    if not path.is_file():
+        raise DeviceError("the edgeq runner (edgeq/targets/runner.py) is missing from this installation")
+    return path
 
 
 def runner_sha256() -> str:

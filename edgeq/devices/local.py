@@ -1,4 +1,4 @@
-"""kind: local — this machine; every cell is a fresh ``python targets/runner.py run …`` subprocess."""
+"""kind: local — this machine; every cell is a fresh ``python edgeq/targets/runner.py run …`` subprocess."""
 
 from __future__ import annotations
 
@@ -24,6 +24,6 @@ class LocalDevice(Device):
 
     def prepare(self) -> None:
         if not runner_path().is_file():
-            raise DeviceError("targets/runner.py is missing")
+            raise DeviceError("edgeq/targets/runner.py is missing")
         if os.sep in self.python and not os.access(self.python, os.X_OK):
             raise DeviceError(f"device {self.name!r}: python {self.python!r} is not an executable file")

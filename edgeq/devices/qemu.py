@@ -1,5 +1,5 @@
 """kind: qemu — an emulated aarch64 device: every cell is a fresh host process
-``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11 targets/runner.py run …`` with ``PYTHONPATH=SITE``.
+``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11 edgeq/targets/runner.py run …`` with ``PYTHONPATH=SITE``.
 
 The arm64 root comes from ``edgeq devices setup-arm64`` (see ``edgeq.devices.arm64_root``). QEMU user-mode
 shares the host's file system, so the transport is the local one with the emulator in front: artifacts and eval
@@ -91,7 +91,7 @@ class QemuDevice(Device):
         if not self.site.is_dir():
             raise DeviceError(f"{where}: site directory {self.site} (aarch64 wheels) not found; {setup_hint}")
         if not runner_path().is_file():
-            raise DeviceError("targets/runner.py is missing")
+            raise DeviceError("edgeq/targets/runner.py is missing")
 
     def info(self) -> dict[str, Any]:
         self.prepare()

@@ -1,1 +1,0 @@
-"""Self-contained on-device runner (importable on the host as ``edgeq.targets``)."""
