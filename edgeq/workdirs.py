@@ -151,3 +151,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see ``atomic_path``)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_dir(built: Path, final: Path) -> None:
+    """Put the folder ``built`` (made beside ``final``) at ``final`` by renames, so readers see the old or the new
+    tree, never a mix. Whatever was at ``final`` is moved aside (owner-tagged, so a killed run's leftover is
+    cleaned later) and removed afterwards; if the second rename fails it is put back."""
+    built, final = Path(built), Path(final)
+    old = None
+    if os.path.lexists(final):
+        old = final.with_name(f".{final.name}.old-pid{os.getpid()}")
+        remove(old)
+        final.rename(old)
+    try:
+        built.rename(final)
+    except OSError:
+        if old is not None:
+            old.rename(final)
+        raise
+    if old is not None:
+        remove(old)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.calibration.arrays import read_npz, sample_count, split_labels
 from edgeq.calibration.preprocess import Preprocess, check_channels, image_to_array
 from edgeq.errors import CalibrationError
 from edgeq.types import Feeds, TensorSpec
@@ -78,15 +79,6 @@ class Dataset:
         """A float regression/embedding target for sample ``index`` (``.npz`` float ``y``), else None."""
         return None
 
-    def stacked(self) -> dict[str, np.ndarray]:
-        """Every sample as stored, stacked per input name (not checked against the inputs: training sets)."""
-        return {spec.name: np.stack([self._read(i)[spec.name] for i in range(len(self))]) for spec in self.inputs}
-
-    def labels(self) -> np.ndarray | None:
-        """All integer labels (N,) int64, or None when any sample has none."""
-        values = [self.label(i) for i in range(len(self))]
-        return None if any(v is None for v in values) else np.asarray(values, dtype=np.int64)
-
 
 class ArrayDataset(Dataset):
     """``.npy`` (one input, memory-mapped) or ``.npz`` (one array per input name, optional integer ``y`` labels)."""
@@ -96,47 +88,18 @@ class ArrayDataset(Dataset):
         self.description = f"arrays:{path}"
         self.preprocessing = {"source": "arrays as stored (no preprocessing)"}
         labels = None
-        try:
-            if path.suffix == ".npy":
-                if len(inputs) != 1:
-                    raise CalibrationError(f"{path}: a .npy holds one array but the model has {len(inputs)} inputs "
-                                           f"({', '.join(s.name for s in inputs)}); use an .npz with one array per input")
+        if path.suffix == ".npy":
+            if len(inputs) != 1:
+                raise CalibrationError(f"{path}: a .npy holds one array but the model has {len(inputs)} inputs "
+                                       f"({', '.join(s.name for s in inputs)}); use an .npz with one array per input")
+            try:
                 arrays = {inputs[0].name: np.load(path, mmap_mode="r", allow_pickle=False)}
-            else:
-                with np.load(path, allow_pickle=False) as archive:
-                    keys = [k for k in archive.files if k != "y"]
-                    if not keys:
-                        raise CalibrationError(f"{path}: the .npz holds no input arrays")
-                    if all(s.name in keys for s in inputs):
-                        arrays = {s.name: archive[s.name] for s in inputs}
-                    elif len(inputs) == 1 and len(keys) == 1:
-                        arrays = {inputs[0].name: archive[keys[0]]}
-                    elif len(inputs) == 1 and "x" in keys:
-                        arrays = {inputs[0].name: archive["x"]}
-                    else:
-                        missing = [s.name for s in inputs if s.name not in keys]
-                        raise CalibrationError(f"{path}: no array for input(s) {', '.join(missing)} "
-                                               f"(the .npz has {', '.join(keys)})")
-                    labels = archive["y"] if "y" in archive.files else None
-        except CalibrationError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, ValueError, EOFError, zipfile errors...
-            raise CalibrationError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
-        if any(a.ndim == 0 for a in arrays.values()):
-            raise CalibrationError(f"{path}: holds a scalar, not samples")
-        lengths = {name: len(a) for name, a in arrays.items()}
-        if len(set(lengths.values())) != 1:
-            raise CalibrationError(f"{path}: arrays have different sample counts {lengths}")
-        self._len = next(iter(lengths.values()))
-        targets = None
-        if labels is not None and np.issubdtype(labels.dtype, np.floating) and labels.ndim >= 1 \
-                and len(labels) == self._len:
-            targets, labels = labels, None  # float y: regression / embedding targets (edgeq export --eval)
-        bad_labels = labels is not None and (labels.ndim != 1 or len(labels) != self._len
-                                             or not np.issubdtype(labels.dtype, np.integer))
-        if bad_labels:
-            raise CalibrationError(f"{path}: 'y' must be {self._len} integer labels (or float targets, one per "
-                                   f"sample), got {labels.dtype} shape {list(labels.shape)}")
+            except Exception as exc:  # noqa: BLE001 - corrupt files raise OSError, ValueError, EOFError...
+                raise CalibrationError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        else:
+            arrays, labels = read_npz(path, [s.name for s in inputs])
+        self._len = sample_count(arrays, path)
+        labels, targets = split_labels(labels, self._len, path)
         self._arrays, self._labels, self._targets = arrays, labels, targets
 
     def __len__(self) -> int:
@@ -150,12 +113,6 @@ class ArrayDataset(Dataset):
 
     def target(self, index: int) -> np.ndarray | None:
         return None if self._targets is None else np.asarray(self._targets[index])
-
-    def stacked(self) -> dict[str, np.ndarray]:
-        return {name: np.asarray(array) for name, array in self._arrays.items()}
-
-    def labels(self) -> np.ndarray | None:
-        return None if self._labels is None else self._labels.astype(np.int64)
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -232,9 +189,3 @@ class DigitsDataset(Dataset):
 
     def label(self, index: int) -> int | None:
         return int(self._y[index])
-
-    def stacked(self) -> dict[str, np.ndarray]:
-        return {self.inputs[0].name: self._x}
-
-    def labels(self) -> np.ndarray | None:
-        return self._y.astype(np.int64)

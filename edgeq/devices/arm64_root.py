@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import DeviceError
-from edgeq.workdirs import file_lock
+from edgeq.workdirs import file_lock, replace_dir
 
 DEFAULT_ROOT = Path("~/.cache/edgeq/arm64-root")
 STAMP_NAME = "edgeq-arm64.json"
@@ -144,8 +144,8 @@ def _refuse_foreign(root: Path, stamp: dict[str, Any] | None) -> None:
 
 def _remove_stale_builds(root: Path) -> None:
     """Leftovers of interrupted builds (we hold the lock, so nobody else is building)."""
-    for pattern in (".tmp-*", ".work-*", ".old-*"):
-        for stale in root.parent.glob(f"{root.name}{pattern}"):
+    for pattern in (f"{root.name}.tmp-*", f"{root.name}.work-*", f"{root.name}.old-*", f".{root.name}.old-*"):
+        for stale in root.parent.glob(pattern):
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -218,7 +218,7 @@ def _build(root: Path, runtimes: tuple[str, ...], qemu: str, say: Progress) -> d
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (build / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
-        _swap_into_place(build, root)
+        replace_dir(build, root)
         say(f"arm64 root ready at {root} ({stamp['size_mb']} MB, {stamp['timings']['total_s']} s)")
         return {**stamp, "reused": False}
     finally:
@@ -291,22 +291,6 @@ def _unpack_wheel(wheel: Path, site: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as source, open(target, "wb") as sink:
                 shutil.copyfileobj(source, sink, 1 << 20)
-
-
-def _swap_into_place(build: Path, root: Path) -> None:
-    """Rename ``build`` to ``root``; an existing root is moved aside first and removed afterwards."""
-    old = None
-    if root.exists():
-        old = root.parent / f"{root.name}.old-{os.getpid()}-{int(time.time())}"
-        root.rename(old)
-    try:
-        build.rename(root)
-    except OSError:
-        if old is not None:
-            old.rename(root)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _tree_size(path: Path) -> int:

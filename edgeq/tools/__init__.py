@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeq.errors import BackendUnavailable
-from edgeq.workdirs import file_lock
+from edgeq.workdirs import file_lock, replace_dir
 
 TOOLS_ROOT_ENV = "EDGEQ_TOOLS_DIR"
 DEFAULT_TOOLS_ROOT = Path("~/.cache/edgeq/tools")
@@ -97,9 +97,7 @@ def setup(tool: str, root: Path | None = None, force: bool = False,
                 raise BackendUnavailable(f"cannot build the {tool} tool environment: pip failed "
                                          f"({last[-1][:200] if last else done.returncode})")
             final = root / tool
-            if final.exists():
-                shutil.rmtree(final)
-            building.rename(final)
+            replace_dir(building, final)
             _fix_venv_paths(building, final)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.tuning.space import OPTION_CHOICES
-from edgeq.workdirs import atomic_write_text
+from edgeq.workdirs import atomic_write_text, replace_dir
 
 Confirm = Callable[[str, list[dict[str, Any]]], dict[str, float]]
 """``confirm(device, candidate rows) -> {recipe key: median p50 ms}`` (side-by-side re-measurement)."""
@@ -164,12 +164,7 @@ def install_best(out: Path, device: str, row: dict[str, Any], met: bool) -> Path
         {"device": device, "trial": row["number"], "recipe": row["recipe"], "objectives": row["objectives"],
          "metric": row["metric"], "fidelity": row["fidelity"], "constraint_met": met,
          "note": None if met else "no trial met the budget: this is the closest one"}, indent=2))
-    old = final.with_name(f".{device}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, final)
     return final
 
 
