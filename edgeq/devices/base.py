@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from edgeq.devices.transport import ExecResult, Transport
 from edgeq.digest import files_sha256, sha256_file
 from edgeq.errors import DeviceError
+from edgeq.workdirs import TMP_PREFIX, owned
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Device(ABC):
     def scratch_file(self, suffix: str) -> Path:
         """A fresh empty-named file path in this device's host scratch dir (removed by ``close``)."""
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix=f"edgeq-{self.name}-")
+            self._tmp = tempfile.TemporaryDirectory(prefix=owned(f"{TMP_PREFIX}{self.name}-"))  # a killed run's: removed later
         return Path(self._tmp.name) / f"{uuid.uuid4().hex}{suffix}"
 
     def _push_eval(self, eval_npz: Path) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edgeq.errors import DeviceError
+from edgeq.workdirs import TMP_PREFIX, owned
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class HostTransport:
 
     def make_run_dir(self) -> str:
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix=f"edgeq-{self.name}-")
+            self._tmp = tempfile.TemporaryDirectory(prefix=owned(f"{TMP_PREFIX}{self.name}-"))  # a killed run's: removed later
         run_dir = Path(self._tmp.name) / f"run-{uuid.uuid4().hex}"
         run_dir.mkdir()
         return str(run_dir)
