@@ -73,6 +73,36 @@ def floored_cosine_per_sample(reference: Sequence[np.ndarray], candidate: Sequen
     return np.clip(num / den, -1.0, 1.0)
 
 
+MIXED_RANGE_RATIO = 64.0
+"""Slices of one output whose peak magnitudes differ by more than this cannot share one int8 scale: the smaller ones
+would keep fewer than 256 / 64 = 4 levels (YOLO's box pixels beside class probabilities keep none)."""
+
+
+def mixed_range_outputs(samples: Sequence[Sequence[np.ndarray]], ratio: float = MIXED_RANGE_RATIO) -> list[float]:
+    """Per output, how many times larger its largest slice's peak is than its smallest non-zero one, when that exceeds
+    ``ratio`` (else 0.0): ``samples[i][k]`` is sample i's output k (batch 1).
+
+    The slices are taken along the smallest non-batch axis with 2–1024 entries, e.g. the 4 + C rows of a YOLOv8
+    ``[1, 4 + C, anchors]`` output (box coordinates in pixels concatenated with sigmoid class scores). One
+    per-tensor int8 scale on such an output zeroes the small slices while the whole-output cosine stays ≈ 1, so the
+    quantizers keep these outputs float. Outputs of rank ≤ 2 (class scores, embeddings) are never mixed here.
+    """
+    ratios = []
+    for k in range(len(samples[0]) if samples else 0):
+        batch = np.stack([np.abs(np.asarray(s[k], dtype=np.float64)) for s in samples])  # (N, 1, d1, d2, ...)
+        dims = batch.shape[2:]
+        axes = [a for a, n in enumerate(dims) if 2 <= n <= 1024]
+        if len(dims) < 2 or not axes:
+            ratios.append(0.0)
+            continue
+        axis = 2 + min(axes, key=lambda a: dims[a])
+        peaks = np.moveaxis(batch, axis, 0).reshape(batch.shape[axis], -1).max(axis=1)
+        peaks = peaks[peaks > 0]
+        spread = float(peaks.max() / peaks.min()) if peaks.size >= 2 else 0.0
+        ratios.append(spread if spread > ratio else 0.0)
+    return ratios
+
+
 def is_class_scores(sample_output: np.ndarray) -> bool:
     """A class-score vector: one sample's output is 2-D, one row (the batch of 1), ≥ 2 columns."""
     shape = np.shape(sample_output)
