@@ -37,7 +37,7 @@ def _calibration_arrays(source, calib, directory: Path) -> Path:
 
 
 def run_tool(source, calib, out: Path, mode: str, io: str = "int8", float_nodes: list[str] | None = None,
-             rank: bool = False) -> dict:
+             rank: bool = False, float_outputs: bool = False) -> dict:
     """Run onnx2tf_convert.py in the onnx2tf tool environment; its JSON report, or UnsupportedConversion with the
     tool's one-line reason. ``rank``: the per-op quantization error instead of a model."""
     from edgeq.tools import CONVERT_SCRIPTS, ensure
@@ -48,7 +48,8 @@ def run_tool(source, calib, out: Path, mode: str, io: str = "int8", float_nodes:
     with tempfile.TemporaryDirectory(prefix="edgeq-onnx2tf-") as tmp:
         command = [str(python), str(CONVERT_SCRIPTS[ROUTE]), "--onnx", str(source.onnx_path()), "--out", str(out),
                    "--calib", str(_calibration_arrays(source, calib, Path(tmp) / "calib")), "--mode", mode,
-                   "--io", io, "--float-nodes", json.dumps(float_nodes or [])] + (["--rank"] if rank else [])
+                   "--io", io, "--float-nodes", json.dumps(float_nodes or [])] + (["--rank"] if rank else []) \
+            + (["--float-outputs"] if float_outputs else [])
         try:  # the tool's chatter and tracebacks go to our stderr (the backend's log file during an export)
             done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -62,9 +63,13 @@ def run_tool(source, calib, out: Path, mode: str, io: str = "int8", float_nodes:
     return report
 
 
-def convert(source, calib, out: Path, mode: str, io: str = "int8", float_nodes: list[str] | None = None) -> dict:
-    """Write ``out`` (``mode`` fp32 or int8) and return the recipe entries of the route."""
-    report = run_tool(source, calib, out, mode, io, float_nodes)
+def convert(source, calib, out: Path, mode: str, io: str = "int8", float_nodes: list[str] | None = None,
+            float_outputs: bool = False) -> dict:
+    """Write ``out`` (``mode`` fp32 or int8) and return the recipe entries of the route. ``float_outputs``: the ops
+    writing the outputs stay float and the model I/O is float (mixed-range outputs, ``mixed_range_outputs``)."""
+    report = run_tool(source, calib, out, mode, io, float_nodes, float_outputs=float_outputs)
+    if report.get("float_outputs"):
+        io = "float"
     recipe: dict[str, object] = {
         "route": f"onnx2tf {report['onnx2tf']} → tf.lite.TFLiteConverter (TensorFlow {report['tensorflow']}, "
                  "isolated tool environment)",
@@ -74,4 +79,6 @@ def convert(source, calib, out: Path, mode: str, io: str = "int8", float_nodes: 
         recipe |= {"per_channel": True, "symmetric": "weights", "io": io, "calibration": "minmax (TFLiteConverter)"}
     if float_nodes:
         recipe["float_tensors"] = float_nodes
+    if report.get("float_outputs"):
+        recipe["float_outputs"] = report["float_outputs"]
     return recipe

@@ -123,22 +123,14 @@ def invalid_graph(model) -> tuple[str | None, list[str]]:  # model: onnx.ModelPr
     return None, []
 
 
-def mixed_output_nodes(source, calib, prepped: Path, notes: list[str], count: int = 8) -> list[str]:
-    """The nodes writing graph outputs whose slices differ too much in magnitude for one int8 scale
-    (``metrics.mixed_range_outputs``, judged on FP32 outputs of the first ``count`` calibration samples): they stay
-    float, so each slice keeps the scale of the op that made it. YOLOv8's ``[1, 4 + C, anchors]`` Concat of box
-    pixels (0–1024) and sigmoid scores: quantized, every class score read 0.000 (max 0.906 in FP32) while the
-    whole-output cosine said 0.999; kept float, the scores keep the Sigmoid's own 1/255 scale."""
+def mixed_output_nodes(source, calib, prepped: Path, notes: list[str]) -> list[str]:
+    """The nodes writing the graph outputs ``source.mixed_range_outputs`` names: they stay float, so each slice keeps
+    the scale of the op that made it. YOLOv8's ``[1, 4 + C, anchors]`` Concat of box pixels (0–1024) and sigmoid
+    scores: quantized, every class score read 0.000 (max 0.906 in FP32) while the whole-output cosine said 0.999;
+    kept float, the scores keep the Sigmoid's own 1/255 scale."""
     import onnx
-    import onnxruntime as ort
 
-    from edgeq.metrics import mixed_range_outputs
-
-    session = ort.InferenceSession(str(source.onnx_path()), providers=["CPUExecutionProvider"])
-    names = [s.name for s in source.inputs]
-    outputs = [session.run(None, {n: sample[n] for n in names}) for sample in itertools.islice(iter(calib), count)]
-    ratios = mixed_range_outputs(outputs)
-    mixed = {o.name: r for o, r in zip(session.get_outputs(), ratios) if r}
+    mixed = source.mixed_range_outputs(calib)
     if not mixed:
         return []
     graph = onnx.load(str(prepped), load_external_data=False).graph

@@ -87,10 +87,15 @@ class TfliteInt8(Backend):
         from edgeq.backends import _tflite_onnx2tf
 
         float_nodes = [str(n) for n in options.extra.get("tflite_float_nodes", []) or []]
+        mixed = source.mixed_range_outputs(calib)
         recipe = _tflite_onnx2tf.convert(source, calib, out_dir / "model.tflite", "int8", options.tflite_io,
-                                         float_nodes)
+                                         float_nodes, float_outputs=bool(mixed))
         note = "int8 weights and activations (onnx2tf → TFLiteConverter), " + (
-            "float32 model I/O" if options.tflite_io == "float" else "int8 model I/O")
+            "float32 model I/O" if recipe.get("io") == "float" else "int8 model I/O")
+        if mixed:
+            note += ("; output op(s) float and float I/O: " + ", ".join(
+                f"{name} holds slices {ratio:.0f}x apart in magnitude (one int8 scale would zero the small ones)"
+                for name, ratio in mixed.items()))
         if float_nodes:
             note += f"; {len(float_nodes)} tensor(s) left in float"
         return ExportedFiles(main=out_dir / "model.tflite", recipe=recipe, notes=[note])

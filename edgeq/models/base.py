@@ -75,6 +75,17 @@ class ModelSource(ABC):
     def reference(self, feeds: Feeds) -> list[np.ndarray]:
         """Run the original FP32 model in its own framework; the ground truth for fidelity."""
 
+    def mixed_range_outputs(self, calib: Any, count: int = 8) -> dict[str, float]:
+        """Outputs whose slices are too far apart in magnitude to share one int8 scale (``metrics.mixed_range_outputs``,
+        e.g. YOLO's box pixels beside class scores), judged on this model's FP32 outputs for the first ``count``
+        calibration samples: output name -> peak ratio. The INT8 backends write these outputs with a float op."""
+        from itertools import islice
+
+        from edgeq.metrics import mixed_range_outputs
+
+        outputs = [self.reference(feeds) for feeds in islice(iter(calib), count)]
+        return {name: ratio for name, ratio in zip(self.output_names, mixed_range_outputs(outputs)) if ratio}
+
     def close(self) -> None:
         if self._workdir is not None:
             self._workdir.cleanup()

@@ -75,9 +75,17 @@ def _output_perms(keras_outputs, onnx_outputs) -> list[list[int]]:
     return perms
 
 
+MAX_IR_VERSION = 11
+"""The newest ONNX IR version the tool environment's onnxruntime (1.23) loads; onnx ≥ 1.20 writes IR 12+ by default,
+which the route's ops do not need (``Unsupported model IR version: 14, max supported IR version: 11``)."""
+
+
 def _sanitized(model) -> None:
-    """Node names TensorFlow accepts as scope names (PaddlePaddle exports name nodes ``Softmax@0``), kept unique."""
+    """Node names TensorFlow accepts as scope names (PaddlePaddle exports name nodes ``Softmax@0``), kept unique; the
+    IR version lowered to what the tool environment's onnxruntime loads."""
     import re
+
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
 
     seen: set[str] = set()
     for index, node in enumerate(model.graph.node):
@@ -289,6 +297,26 @@ def _no_downloads(onnx2tf, samples: list, input_names: list[str]) -> None:
     core.download_test_image_data = lambda: images
 
 
+def _output_tails(interpreter, limit: int = 64) -> list[str]:
+    """Output tensors of the ops between the last channel-mixing ops (conv, fully connected, matmul) and the model
+    outputs, found walking back from each output: a detector's sigmoid / slices / multiplies / concat. Kept float,
+    every slice of a mixed-range output keeps the scale of the op that made it — keeping only the final concat float
+    is not enough, as the converter hands its slice ops one shared scale (the largest slice's)."""
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - the only per-op graph view LiteRT offers
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    producer = {out: op for op in ops for out in op["outputs"]}
+    tail: list[str] = []
+    frontier = [detail["index"] for detail in interpreter.get_output_details()]
+    while frontier and len(tail) < limit:
+        index = frontier.pop()
+        op = producer.get(index)
+        if op is None or op["op_name"] in CHANNEL_MIXING_OPS or names[index] in tail:
+            continue
+        tail.append(names[index])
+        frontier += [i for i in op["inputs"] if i >= 0 and i in producer]
+    return tail
+
+
 def convert(args: argparse.Namespace) -> dict:
     import numpy as np
     import onnx
@@ -317,7 +345,7 @@ def convert(args: argparse.Namespace) -> dict:
             keep_shape_absolutely_input_names=[name for name in input_names if first[name].ndim not in (4, 5)] or None,
             disable_model_save=True,
             replace_to_pseudo_operators=PSEUDO_OPERATORS)
-    session = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
     def keras_run(feeds):  # -> list of numpy outputs
         values = [tf.constant(feeds[name]) for name in input_names]
@@ -358,6 +386,11 @@ def convert(args: argparse.Namespace) -> dict:
     if args.rank:
         report["ranked"] = _ranked_tensors(tf, np, converter("float"), representative)
         return report
+    if args.float_outputs and args.mode == "int8":  # mixed-range outputs: written by float ops, float model I/O
+        args.io = "float"
+        float_model = tf.lite.Interpreter(model_content=converter("float").convert())
+        report["float_outputs"] = _output_tails(float_model)
+        float_nodes = list(dict.fromkeys(float_nodes + report["float_outputs"]))
     if float_nodes:  # selective quantization: the named op outputs (and so their ops) stay float
         made = converter()
         made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -382,6 +415,8 @@ def main() -> int:
     parser.add_argument("--mode", choices=("fp32", "int8"), default="int8")
     parser.add_argument("--io", choices=("int8", "float"), default="int8")
     parser.add_argument("--float-nodes", default="", help="JSON list of tensor names left in float")
+    parser.add_argument("--float-outputs", action="store_true",
+                        help="the ops writing the outputs stay float, with float model I/O (mixed-range outputs)")
     parser.add_argument("--rank", action="store_true", help="write per-op quantization error instead of a model")
     args = parser.parse_args()
     stdout = os.dup(1)
