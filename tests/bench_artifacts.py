@@ -7,35 +7,10 @@ import stat
 from pathlib import Path
 
 import numpy as np
+from models import TINY_ONNX_CLASSES, TINY_ONNX_SHAPE, tiny_classifier
 
-INPUT_SHAPE = (1, 3, 8, 8)
-CLASSES = 5
-
-
-def _fp32_model(path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "conv_w"),
-        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "conv_b"),
-        numpy_helper.from_array(rng.standard_normal((CLASSES, 8)).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(rng.standard_normal(CLASSES).astype(np.float32) * 0.1, "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(INPUT_SHAPE))],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, CLASSES])], weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
+INPUT_SHAPE = TINY_ONNX_SHAPE
+CLASSES = TINY_ONNX_CLASSES
 
 
 def _int8_model(fp32: Path, out: Path) -> None:
@@ -61,7 +36,7 @@ def make_export_dir(root: Path, model_name: str = "tiny") -> Path:
 
     model_dir = root / model_name
     fp32 = model_dir / "onnx-fp32" / "model.onnx"
-    _fp32_model(fp32)
+    tiny_classifier(fp32)
     _int8_model(fp32, model_dir / "onnx-qdq" / "model.onnx")
     inputs = [TensorInfo(name="x", shape=list(INPUT_SHAPE), dtype="float32")]
     outputs = [TensorInfo(name="logits", shape=[1, CLASSES], dtype="float32")]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import TINY_CNN, smooth_images, write_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # tflite-int8 from ONNX: tests take onnx2fx → litert-torch unless they exercise the default chain themselves
@@ -16,49 +17,17 @@ os.environ.setdefault("EDGEQ_TFLITE_ROUTES", "litert-torch")
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_CNN = '''
-import torch
-from torch import nn
-
-
-class TinyCNN(nn.Module):
-    """Conv+BN+ReLU ×2, global pool, linear: a well-behaved classifier for quantization tests."""
-
-    input_shape = (1, 3, 16, 16)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        )
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean((2, 3)))
-
-
-class NotAModule:
-    pass
-'''
-
 
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny_cnn.py"
-    path.write_text(TINY_CNN)
-    return path
+    return write_model(tmp_path_factory.mktemp("models"), TINY_CNN, "tiny_cnn.py")
 
 
 @pytest.fixture(scope="session")
 def tiny_calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """64 smooth random images (N, 3, 16, 16) as a single-input .npy."""
-    rng = np.random.default_rng(0)
-    base = rng.standard_normal((64, 3, 4, 4)).astype(np.float32)
-    images = np.repeat(np.repeat(base, 4, axis=2), 4, axis=3) + 0.1 * rng.standard_normal((64, 3, 16, 16))
     path = tmp_path_factory.mktemp("calib") / "tiny.npy"
-    np.save(path, images.astype(np.float32))
+    np.save(path, smooth_images(64, (3, 16, 16), seed=0))
     return path
 
 

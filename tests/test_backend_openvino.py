@@ -1,4 +1,4 @@
-"""openvino-fp32/fp16/int8 backends on a tiny CNN (PyTorch and its ONNX form) and a tiny attention block."""
+"""openvino-fp32/fp16/int8 backends on the tiny CNN (PyTorch and its ONNX form) and a tiny attention block."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import smooth_images
 
 from edgeq.backends import get_backend
 from edgeq.errors import BackendError, BackendUnavailable, CalibrationError
@@ -17,39 +18,11 @@ from edgeq.types import ExportOptions
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-TINY = '''
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    input_shape = (1, 3, 16, 16)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        )
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, image):
-        return self.head(self.features(image).mean((2, 3)))
-'''
-
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ov_models") / "tiny.py"
-    path.write_text(TINY)
-    return path
-
-
-@pytest.fixture(scope="module")
-def sources(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def sources(tiny_model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The tiny CNN as a PyTorch source and as an ONNX source (its own ONNX export, copied out)."""
-    torch_source = load_model(f"{model_file}:Tiny")
+    torch_source = load_model(f"{tiny_model_file}:TinyCNN")
     onnx_dir = tmp_path_factory.mktemp("ov_onnx")
     for sibling in torch_source.onnx_path().parent.iterdir():
         shutil.copy(sibling, onnx_dir / sibling.name)
@@ -59,25 +32,19 @@ def sources(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     onnx_source.close()
 
 
-def _samples(shape: tuple[int, ...], count: int, name: str, seed: int) -> list[dict[str, np.ndarray]]:
-    """Smooth random images (upsampled noise) — well-behaved activations for calibration."""
-    rng = np.random.default_rng(seed)
-    if len(shape) == 4:
-        base = rng.standard_normal((count, shape[1], shape[2] // 4, shape[3] // 4))
-        data = np.repeat(np.repeat(base, 4, axis=2), 4, axis=3) + 0.1 * rng.standard_normal((count, *shape[1:]))
-    else:
-        data = rng.standard_normal((count, *shape[1:]))
-    return [{name: data[i : i + 1].astype(np.float32)} for i in range(count)]
-
-
 @pytest.fixture(scope="module")
 def calib() -> list[dict[str, np.ndarray]]:
-    return _samples((1, 3, 16, 16), 16, "image", seed=0)
+    return _samples(16, seed=0)
 
 
 @pytest.fixture(scope="module")
 def holdout() -> list[dict[str, np.ndarray]]:
-    return _samples((1, 3, 16, 16), 8, "image", seed=1)
+    return _samples(8, seed=1)
+
+
+def _samples(count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """The tiny CNN's inputs as batch-1 feeds (smooth random images: well-behaved activations for calibration)."""
+    return [{"x": image[None]} for image in smooth_images(count, (3, 16, 16), seed)]
 
 
 def _export(backend: str, source, calib, out: Path, **options):
@@ -129,7 +96,7 @@ def test_ir_files_names_and_static_shapes(exported, sources, backend: str, kind:
     assert files.main.name == "model.xml" and files.main.is_file() and files.main.with_suffix(".bin").is_file()
     assert files.recipe["route"] == ROUTES[kind]
     model = ov.Core().read_model(str(files.main))
-    assert [(p.get_any_name(), tuple(p.get_shape())) for p in model.inputs] == [("image", (1, 3, 16, 16))]
+    assert [(p.get_any_name(), tuple(p.get_shape())) for p in model.inputs] == [("x", (1, 3, 16, 16))]
     assert model.inputs[0].get_partial_shape().is_static
     assert [p.get_any_name() for p in model.outputs] == _source(sources, kind).output_names
 

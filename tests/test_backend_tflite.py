@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from models import RESIDUAL_STEM, TRANSFORMERS, write_model
 
 from edgeq.cli import main
 from edgeq.manifest import Manifest
@@ -142,34 +143,10 @@ def test_float_io_from_pytorch_keeps_int8_inside(tiny_model_file: Path, tiny_cal
     assert heavy and all(op.precision == "int8" for op in heavy)
 
 
-RESIDUAL_STEM = '''
-import torch
-from torch import nn
-
-
-class ResidualStem(nn.Module):
-    """A heavy 3-channel stem (2 M MACs) and one residual block: the shapes that were slow in TFLite INT8."""
-
-    input_shape = (1, 3, 96, 96)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
-        self.conv = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x):
-        y = self.stem(x)
-        y = torch.relu(self.conv(y) + y)
-        return self.head(nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
-'''
-
-
 def test_residual_add_int8_full_integer_default_and_opt_in_float_stem(tmp_path: Path) -> None:
     import numpy as np
 
-    (tmp_path / "residual.py").write_text(RESIDUAL_STEM)
+    write_model(tmp_path, RESIDUAL_STEM, "residual.py")
     np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((12, 3, 96, 96)).astype(np.float32))
     assert main(["export", f"{tmp_path / 'residual.py'}:ResidualStem", "--calib", str(tmp_path / "calib.npy"),
                  "--calib-samples", "8", "--holdout-samples", "4", "-b", "tflite-int8", "--tflite-narrow-convs", "float",
@@ -204,30 +181,10 @@ def test_converter_chatter_goes_to_the_backend_log_not_the_terminal(tiny_model_f
     assert "LiteRT-Torch Convert" in (tmp_path / "tinycnn" / "logs" / "tflite-fp32.log").read_text()
 
 
-TINY_ENCODER = '''
-import torch
-from torch import nn
-
-
-class TinyEncoder(nn.Module):
-    """One nn.TransformerEncoderLayer: in eval/no-grad PyTorch takes its fused fast path unless told not to."""
-
-    input_shape = (1, 8, 16)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-
-    def forward(self, x):
-        return self.layer(x)
-'''
-
-
 def test_transformer_encoder_layer_reaches_tflite_int8(tmp_path: Path) -> None:
     import numpy as np
 
-    (tmp_path / "encoder.py").write_text(TINY_ENCODER)
+    write_model(tmp_path, TRANSFORMERS, "encoder.py")
     np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((12, 1, 8, 16)).astype(np.float32))
     assert main(["export", f"{tmp_path / 'encoder.py'}:TinyEncoder", "--calib", str(tmp_path / "calib.npy"),
                  "--calib-samples", "8", "--holdout-samples", "4", "-b", "tflite-int8", "--out", str(tmp_path)]) == 0

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from models import WIDE, write_model
 
 from edgeq.cli import main
 from edgeq.gate import GATE_EXIT_CODE
@@ -19,27 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = ["--runs", "3", "--min-seconds", "0", "--warmup", "1"]
 BACKENDS = ("onnx-fp32", "openvino-fp32", "tflite-fp32")
 
-# Digits input (1, 1, 8, 8), ResNet-18-sized weights: 11.6 M parameters, 46 MB in FP32 (ResNet-18: 11.7 M, 45 MB)
-WIDE = '''
-import torch
-from torch import nn
-
-
-class Wide(nn.Module):
-    input_shape = (1, 1, 8, 8)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.stem = nn.Conv2d(1, 64, 3, padding=1)
-        self.hidden = nn.Linear(64 * 8 * 8, 2816)
-        self.head = nn.Linear(2816, 10)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.hidden(torch.relu(self.stem(x)).flatten(1))))
-'''
-
-
 def _backend_args(*names: str) -> list[str]:
     return [arg for name in names for arg in ("-b", name)]
 
@@ -48,8 +28,7 @@ def _backend_args(*names: str) -> list[str]:
 def exported(tmp_path_factory: pytest.TempPathFactory, example_model: dict[str, str]) -> Path:
     """OUT/digits_cnn (FP32 of each runtime + the INT8 rows) and OUT/wide (FP32 of each runtime)."""
     root = tmp_path_factory.mktemp("trust")
-    wide = root / "wide.py"
-    wide.write_text(WIDE)
+    wide = write_model(root, WIDE, "wide.py")
     out = root / "out"
     common = ["--calib", example_model["calib"], "--holdout-samples", "20", "--out", str(out)]
     assert main(["export", example_model["model"], "--weights", example_model["weights"], *common,

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
 from cli_checks import fails_in_one_line  # noqa: E402
-from compress_models import RESIDUAL_NET  # noqa: E402
+from models import RESIDUAL_NET  # noqa: E402
 
 from edgeq.cli import main  # noqa: E402
 

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
-from compress_models import RESIDUAL_NET  # noqa: E402
+from models import RESIDUAL_NET  # noqa: E402
 
 from edgeq.compress.base import StepContext  # noqa: E402
 from edgeq.compress.data import LabelledData  # noqa: E402

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import TOKEN_MODEL, write_model
 
 from edgeq.calibration.datasets import fit_sample
 from edgeq.cli import main
@@ -117,31 +118,12 @@ def test_npy_shapes_that_fit_no_layout_and_integer_pixels_fail_in_one_line() -> 
         fit_sample(np.zeros((3, 16, 16), np.uint8), TensorSpec("x", (1, 3, 16, 16)), "s")
 
 
-TOKEN_MODEL = '''
-import torch
-from torch import nn
-
-
-class Encoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = nn.Embedding(50, 8)
-        self.proj = nn.Linear(8, 4)
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.proj(self.embed(input_ids))
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), hidden.amax(1)
-'''
-
-
 def test_token_id_inputs_are_int64_and_wrapped_checkpoints_load(tmp_path: Path) -> None:
     import torch
 
     from edgeq.models import load_model
 
-    (tmp_path / "encoder.py").write_text(TOKEN_MODEL)
+    write_model(tmp_path, TOKEN_MODEL, "encoder.py")
     spec = f"{tmp_path / 'encoder.py'}:Encoder"
     fresh = load_model(spec, None, ["input_ids=1x6", "attention_mask=1x6"])
     assert [s.dtype for s in fresh.inputs] == ["int64", "int64"]  # float zeros cannot index the embedding

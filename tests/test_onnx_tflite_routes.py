@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx2fx")
 
-import onnx_route_models as models  # noqa: E402
+import models  # noqa: E402
 
 from edgeq.cli import main  # noqa: E402
 from edgeq.manifest import Manifest  # noqa: E402

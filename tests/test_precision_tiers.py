@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import TRANSFORMERS, write_model
 
 from edgeq.cli import main
 from edgeq.manifest import Manifest
@@ -95,30 +96,10 @@ def test_every_tier_from_the_onnx_file(from_torch: Path, tmp_path: Path) -> None
     _check_tiers(model_dir)
 
 
-TRANSFORMER = '''
-import torch
-from torch import nn
-
-
-class Block(nn.Module):
-    """One pre-norm transformer encoder layer on (1, 16, 64) float tokens."""
-
-    input_shape = (1, 16, 64)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True, norm_first=True)
-
-    def forward(self, x):
-        return self.layer(x)
-'''
-
-
 @pytest.fixture(scope="module")
 def transformer_calib(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("block")
-    (folder / "block.py").write_text(TRANSFORMER)
+    write_model(folder, TRANSFORMERS, "block.py")
     np.save(folder / "calib.npy", np.random.default_rng(0).standard_normal((16, 16, 64)).astype(np.float32))
     return folder / "block.py", folder / "calib.npy"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bench_artifacts import INPUT_SHAPE, make_export_dir
+from models import tflite_full_integer
 
 from edgeq.devices import ArtifactFiles, RunSettings, make_device
 from edgeq.devices.arm64_root import (
@@ -77,14 +78,8 @@ def _tflite_int8(path: Path) -> None:
         tf.keras.layers.Dense(5),
     ])
     calibration = np.random.default_rng(1).standard_normal((32, *TFLITE_SHAPE)).astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([sample] for sample in calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(converter.convert())
+    path.write_bytes(tflite_full_integer(model, calibration))
 
 
 @pytest.fixture(scope="module")

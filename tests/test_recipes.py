@@ -8,66 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import RECIPE_MODELS, write_model
 
 from edgeq.backends import get_backend
 from edgeq.errors import BackendError
 from edgeq.models import load_model
 from edgeq.types import ExportOptions
 
-MODELS = '''
-import torch
-from torch import nn
-
-
-class SmallCnn(nn.Module):
-    input_shape = (1, 3, 16, 16)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, image):
-        return self.head(self.body(image).mean((2, 3)))
-
-
-class SmallAttention(nn.Module):
-    """One attention block with a residual Add into a LayerNorm."""
-
-    input_shape = (1, 8, 32)
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.qkv = nn.Linear(32, 96)
-        self.proj = nn.Linear(32, 32)
-        self.norm = nn.LayerNorm(32)
-
-    def forward(self, tokens):
-        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        return self.norm(tokens + self.proj(torch.softmax(q @ k.transpose(-1, -2) / 32 ** 0.5, dim=-1) @ v))
-
-
-class SmallCausal(SmallAttention):
-    """Causal self-attention: future positions filled with finfo.min before Softmax (as Hugging Face models do)."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("future", torch.triu(torch.ones(8, 8, dtype=torch.bool), diagonal=1))
-
-    def forward(self, tokens):
-        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        scores = (q @ k.transpose(-1, -2) / 32 ** 0.5).masked_fill(self.future, torch.finfo(torch.float32).min)
-        return self.proj(torch.softmax(scores, dim=-1) @ v)
-'''
-
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("recipe_models") / "small.py"
-    path.write_text(MODELS)
-    return path
+    return write_model(tmp_path_factory.mktemp("recipe_models"), RECIPE_MODELS, "small.py")
 
 
 def _samples(shape: tuple[int, ...], name: str, count: int = 8) -> list[dict[str, np.ndarray]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import tflite_full_integer, two_outputs
 
 from edgeq.targets import runner
 from edgeq.targets.runner import IODetail, RunnerError, measure, open_session, peak_rss_mb, system_info
@@ -23,43 +24,6 @@ INPUT_SHAPE = [1, 3, 8, 8]
 # ------------------------------------------------------------------------------------------------
 # fixtures: real artifacts made with the real tools
 # ------------------------------------------------------------------------------------------------
-def _make_onnx(path: Path) -> None:
-    """Conv(3->4, 3x3, pad 1) + Relu + Flatten + Gemm(256->5); two outputs: logits, features."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    conv_w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
-    conv_b = rng.standard_normal(4).astype(np.float32) * 0.1
-    gemm_w = rng.standard_normal((5, 256)).astype(np.float32) * 0.1
-    gemm_b = rng.standard_normal(5).astype(np.float32) * 0.1
-    nodes = [
-        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["conv"], ["features"]),
-        helper.make_node("Flatten", ["features"], ["flat"], axis=1),
-        helper.make_node("Gemm", ["flat", "gemm_w", "gemm_b"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, INPUT_SHAPE)],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5]),
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 4, 8, 8]),
-        ],
-        initializer=[
-            numpy_helper.from_array(conv_w, "conv_w"),
-            numpy_helper.from_array(conv_b, "conv_b"),
-            numpy_helper.from_array(gemm_w, "gemm_w"),
-            numpy_helper.from_array(gemm_b, "gemm_b"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
 def _onnx_reference(path: Path, x: np.ndarray) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
@@ -73,7 +37,7 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("runner_artifacts")
     onnx_path = root / "tiny.onnx"
-    _make_onnx(onnx_path)
+    two_outputs(onnx_path)
     xml_path = root / "tiny.xml"
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
     return {"onnx": onnx_path, "openvino": xml_path}
@@ -100,14 +64,8 @@ def keras_tflite(tmp_path_factory) -> dict:
     float_path = root / "tiny_fp32.tflite"
     float_path.write_bytes(converter.convert())
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([sample] for sample in calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
     int8_path = root / "tiny_int8.tflite"
-    int8_path.write_bytes(converter.convert())
+    int8_path.write_bytes(tflite_full_integer(model, calibration))
 
     samples = rng.standard_normal((6, 1, 8, 8, 3)).astype(np.float32)
     reference = np.stack([model(s, training=False).numpy() for s in samples])

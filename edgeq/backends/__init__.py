@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError
@@ -61,6 +62,40 @@ def get_backend(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+PLUGINS_ENV = "EDGEQ_BACKEND_MODULES"
+"""Comma-separated modules imported with this registry, each registering its backends with ``register_backend``:
+how a backend outside edgeq reaches the CLI (``EDGEQ_BACKEND_MODULES=my_pkg.my_backend edgeq export …``) and the
+spawned export workers (``register_backend`` adds its module here, and child processes inherit the environment)."""
+
+
+def register_backend(cls: type[Backend], *, opt_in: bool = False) -> type[Backend]:
+    """Add a backend class under ``cls.name`` (usable as a class decorator); ``opt_in`` keeps it out of ``all``.
+
+    The manifest, verification, bench, report and the contract tests (tests/test_contracts.py) then take it like a
+    built-in one. Registering the same class again is a no-op; another class under a taken name is an error."""
+    global OPT_IN
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    if REGISTRY.get(cls.name, target) != target or cls.name in REFUSED or cls.name in GROUPS or cls.name == "all":
+        raise BackendError(f"backend name {cls.name!r} is taken ({REGISTRY.get(cls.name, 'reserved')})")
+    REGISTRY[cls.name] = target
+    if opt_in:
+        OPT_IN = OPT_IN | {cls.name}
+    modules = [m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m]
+    if cls.__module__ != "__main__" and cls.__module__ not in modules:
+        os.environ[PLUGINS_ENV] = ",".join([*modules, cls.__module__])
+    return cls
+
+
+def _import_plugins() -> None:
+    """Import the modules named in ``$EDGEQ_BACKEND_MODULES`` (one line when one cannot be imported)."""
+    for module in (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",")):
+        if module:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise BackendError(f"{PLUGINS_ENV}: cannot import backend module {module!r}: {exc}") from None
+
+
 def resolve(names: list[str]) -> list[str]:
     """Expand 'all' and 'tiers', drop duplicates, keep order, and reject unknown names."""
     out: list[str] = []
@@ -74,4 +109,7 @@ def resolve(names: list[str]) -> list[str]:
     return out
 
 
-__all__ = ["Backend", "ExportedFiles", "GROUPS", "OPT_IN", "REGISTRY", "TIERS", "backend_names", "get_backend", "resolve"]
+__all__ = ["Backend", "ExportedFiles", "GROUPS", "OPT_IN", "PLUGINS_ENV", "REGISTRY", "TIERS", "backend_names",
+           "get_backend", "register_backend", "resolve"]
+
+_import_plugins()
