@@ -608,6 +608,7 @@ def measure_model(entry: dict[str, Any], backends: list[str], calib_n: int, hold
             main = model_dir / art.path
             cell["route"] = (art.recipe or {}).get("route") or (art.recipe or {}).get("source")
             cell["recipe"] = {k: v for k, v in (art.recipe or {}).items() if isinstance(v, (str, bool, int, float))}
+            cell["export_seconds"] = art.export_seconds
             cell["fidelity"] = fidelity_per_output(main, holdout, references, outputs, dense)
             fp32 = rows.get(FP32_OF.get(backend, ""))
             fp32_path = model_dir / fp32.path if fp32 is not None and fp32.status == "ok" else None

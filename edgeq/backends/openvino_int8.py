@@ -26,6 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.backends._openvino import convert_source, graph_kind, op_counts, quiet_nncf, save_ir, torch_route
+from edgeq.backends._openvino_pick import (
+    Trial,
+    pick_trial,
+    picked_note,
+    recipe_trials,
+    recurrent_types,
+    reference_outputs,
+)
+from edgeq.backends._picking import scoring_samples
 from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError, CalibrationError
 
@@ -108,28 +117,47 @@ class OpenvinoInt8(Backend):
         if advanced:
             kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(**advanced)
         ignored = list(options.extra.get("ignored_scope", []) or [])  # layer names kept in float
-        if ignored:
-            kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
+        recurrent = recurrent_types(model)  # INT8 LSTMs are wrong in a saved IR (edgeq/backends/_openvino_pick.py)
         control = options.extra.get("nncf_accuracy_control")  # set by edgeq.accuracy for --max-drop
+        trials = recipe_trials(model, kind, options)
+
+        def settings(trial: Trial) -> dict[str, Any]:
+            """nncf.quantize keyword arguments for one trial (the recipe above, changed as the trial says)."""
+            merged = {**kwargs, **trial.kwargs}
+            if advanced or trial.advanced:
+                merged["advanced_parameters"] = nncf.AdvancedQuantizationParameters(**{**advanced, **trial.advanced})
+            names = ignored + [name for name in trial.float_names if name not in ignored]
+            if names or recurrent:
+                merged["ignored_scope"] = nncf.IgnoredScope(names=names, types=recurrent, validate=False)
+            return merged
+
+        def save(quantized: Any, directory: Path) -> Path:
+            return save_ir(quantized, directory, compress_to_fp16=False, precision="int8")
+
         warnings: list[str] = []
         try:
             with quiet_nncf(warnings):
+                samples = [to_feeds(s) for s in scoring_samples(calib)] if len(trials) > 1 else []
+                quantized, trial, scores = pick_trial(
+                    trials, lambda t: nncf.quantize(model, nncf.Dataset(calib, to_feeds), **settings(t)),
+                    reference_outputs(model, samples), samples, out_dir.parent, save)
                 if control:
-                    if "advanced_parameters" in kwargs:
-                        kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")
+                    del quantized
+                    chosen = settings(trial)
+                    if "advanced_parameters" in chosen:
+                        chosen["advanced_quantization_parameters"] = chosen.pop("advanced_parameters")
                     quantized = nncf.quantize_with_accuracy_control(
                         model, nncf.Dataset(calib, to_feeds), nncf.Dataset(control["items"]), control["validate"],
                         max_drop=control["max_drop"], drop_type=getattr(nncf.DropType, control["drop_type"].upper()),
-                        **kwargs)
-                else:
-                    quantized = nncf.quantize(model, nncf.Dataset(calib, to_feeds), **kwargs)
+                        **chosen)
         except KeyError as exc:
             raise CalibrationError(f"calibration samples lack input {exc.args[0]!r} needed by {source.name}") from None
         counts = op_counts(quantized)
         fake_quantize = sum(counts[t] for t in QUANTIZED_OP_TYPES)
         if fake_quantize == 0:
             raise BackendError(f"NNCF inserted no quantizers into {source.name} (nothing quantizable found)")
-        main = save_ir(quantized, out_dir, compress_to_fp16=False, precision="int8")
+        main = save(quantized, out_dir)
+        preset = "mixed" if trial.kwargs.get("preset") == nncf.QuantizationPreset.MIXED else preset
         recipe = {
             "route": route, "quantizer": f"nncf {nncf.__version__}", "graph": kind, "graph_evidence": evidence,
             "model_type": "transformer" if kind == "transformer" else None, "preset": preset,
@@ -140,8 +168,16 @@ class OpenvinoInt8(Backend):
         }
         if kind == "transformer":
             recipe["smooth_quant"] = smooth_quant
-        if ignored:
-            recipe["ignored_scope"] = ignored
+        recipe.update(trial.recipe)
+        if ignored or trial.float_names:
+            recipe["ignored_scope"] = ignored + [name for name in trial.float_names if name not in ignored]
+        if recurrent:
+            recipe["recurrent_float"] = recurrent
+            notes.append(f"{', '.join(recurrent)} kept float: the CPU plugin's INT8 RNN kernel computes them wrongly "
+                         f"from a saved IR (edgeq/backends/_openvino_pick.py)")
+        if scores:
+            recipe["trial"], recipe["picked_by"] = trial.label, picked_note(trial, scores)
+            notes.insert(0, recipe["picked_by"])
         if control:
             recipe["accuracy_control"] = f"nncf.quantize_with_accuracy_control (max_drop {control['max_drop']}, " \
                                          f"{control['drop_type']})"

