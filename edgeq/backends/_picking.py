@@ -1,16 +1,21 @@
 """Choosing among quantization candidates by measurement on the user's own calibration samples (never held-out ones).
 
 Runtime-independent: a candidate is any artifact (or in-memory model) that can be run on a sample. It is scored by
-how close its outputs stay to the FP32 model's on the first ``SCORE_SAMPLES`` calibration samples: the worst output's
-fidelity (the floored cosine of the manifest, ``edgeq.metrics.floored_cosine_per_sample``) on the worst sample first,
-then the mean over samples of each sample's worst output. Every output counts: a box head as much as a score head.
-The first candidate listed wins ties, so list the default first.
+how close its outputs stay to the FP32 model's: the worst output's fidelity (the floored cosine of the manifest,
+``edgeq.metrics.floored_cosine_per_sample``) on the worst sample first, then the mean over samples of each sample's
+worst output. Every output counts: a box head as much as a score head. The first candidate listed wins ties, so list
+the default first.
+
+Scored on the samples a candidate was calibrated on, a tighter range method always looks better than it is (NNCF's
+histogram ranges fit 16 calibration samples of the PP-OCR orientation classifier to cosine 1.0000 and gave 0.959 on
+held-out photos, against 0.994 for min/max): ``trial_split`` holds the last samples back from the trials' calibration
+and scores on them.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import TypeVar
 
 import numpy as np
@@ -26,9 +31,34 @@ Score = tuple[float, float]
 Key = TypeVar("Key")
 
 
-def scoring_samples(calib: Iterable[Feeds], count: int = SCORE_SAMPLES) -> list[Feeds]:
-    """The first ``count`` calibration samples (a streaming set is read once here)."""
-    return list(itertools.islice(iter(calib), count))
+TRIAL_SUBSET = 64
+"""At most this many calibration samples calibrate each trial (the winner is then calibrated on all of them)."""
+MIN_HELD_BACK = 4
+"""Fewer calibration samples than 2 × this: no trials (nothing to score them on)."""
+
+
+class Head:
+    """The first ``count`` samples of a re-iterable sample set, itself re-iterable and sized (streams; holds none)."""
+
+    def __init__(self, samples: Iterable[Feeds], count: int):
+        self.samples, self.count = samples, count
+
+    def __iter__(self) -> Iterator[Feeds]:
+        return itertools.islice(iter(self.samples), self.count)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def trial_split(calib: Sized, score_samples: int = SCORE_SAMPLES) -> tuple[Head, list[Feeds]] | None:
+    """(the samples that calibrate each trial, the held-back samples that score them): the last
+    min(``score_samples``, N/4) samples are held back, at most ``TRIAL_SUBSET`` of the others calibrate. None when
+    there are too few samples."""
+    total = len(calib)
+    held = min(score_samples, total // 4)
+    if held < MIN_HELD_BACK:
+        return None
+    return Head(calib, min(total - held, TRIAL_SUBSET)), list(itertools.islice(iter(calib), total - held, total))
 
 
 def closeness(reference: Sequence[Outputs], candidate: Sequence[Outputs]) -> Score:

@@ -34,7 +34,7 @@ from edgeq.backends._openvino_pick import (
     recurrent_types,
     reference_outputs,
 )
-from edgeq.backends._picking import scoring_samples
+from edgeq.backends._picking import trial_split
 from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError, CalibrationError
 
@@ -119,11 +119,11 @@ class OpenvinoInt8(Backend):
         ignored = list(options.extra.get("ignored_scope", []) or [])  # layer names kept in float
         recurrent = recurrent_types(model)  # INT8 LSTMs are wrong in a saved IR (edgeq/backends/_openvino_pick.py)
         control = options.extra.get("nncf_accuracy_control")  # set by edgeq.accuracy for --max-drop
-        trials = recipe_trials(model, kind, options)
+        trials = recipe_trials(options)
 
-        def settings(trial: Trial) -> dict[str, Any]:
+        def settings(trial: Trial, subset: int) -> dict[str, Any]:
             """nncf.quantize keyword arguments for one trial (the recipe above, changed as the trial says)."""
-            merged = {**kwargs, **trial.kwargs}
+            merged = {**kwargs, **trial.kwargs, "subset_size": subset}
             if advanced or trial.advanced:
                 merged["advanced_parameters"] = nncf.AdvancedQuantizationParameters(**{**advanced, **trial.advanced})
             names = ignored + [name for name in trial.float_names if name not in ignored]
@@ -137,13 +137,18 @@ class OpenvinoInt8(Backend):
         warnings: list[str] = []
         try:
             with quiet_nncf(warnings):
-                samples = [to_feeds(s) for s in scoring_samples(calib)] if len(trials) > 1 else []
-                quantized, trial, scores = pick_trial(
-                    trials, lambda t: nncf.quantize(model, nncf.Dataset(calib, to_feeds), **settings(t)),
-                    reference_outputs(model, samples), samples, out_dir.parent, save)
-                if control:
-                    del quantized
-                    chosen = settings(trial)
+                split = trial_split(calib) if len(trials) > 1 else None
+                trial, scores = trials[0], {}
+                if split is not None:  # trials fit on the first samples, scored on the held-back last ones
+                    fit, held_back = split
+                    samples = [to_feeds(sample) for sample in held_back]
+                    trial, scores = pick_trial(
+                        trials, lambda t: nncf.quantize(model, nncf.Dataset(fit, to_feeds), **settings(t, len(fit))),
+                        reference_outputs(model, samples), samples, out_dir.parent, save)
+                chosen = settings(trial, len(calib))  # the winner, calibrated on every sample
+                if not control:
+                    quantized = nncf.quantize(model, nncf.Dataset(calib, to_feeds), **chosen)
+                else:
                     if "advanced_parameters" in chosen:
                         chosen["advanced_quantization_parameters"] = chosen.pop("advanced_parameters")
                     quantized = nncf.quantize_with_accuracy_control(
