@@ -87,3 +87,41 @@ def test_lstm_state_survives_the_saved_ir(lstm_source, tmp_path: Path) -> None:
     ov.save_model(plain, str(tmp_path / "plain.xml"), compress_to_fp16=False)
     plain_worst, _ = _saved_ir_closeness(lstm_source, tmp_path / "plain.xml", holdout)
     assert edgeq_worst >= plain_worst, (edgeq_worst, plain_worst)
+
+
+def test_trial_split_holds_back_the_last_samples() -> None:
+    from edgeq.backends._picking import TRIAL_SUBSET, trial_split
+
+    samples = [{"x": np.full((1,), i, np.float32)} for i in range(300)]
+    fit, held_back = trial_split(samples)
+    assert len(held_back) == 16 and [int(s["x"][0]) for s in held_back] == list(range(284, 300))
+    assert len(fit) == TRIAL_SUBSET and [int(s["x"][0]) for s in fit] == list(range(TRIAL_SUBSET))
+    assert [int(s["x"][0]) for s in fit] == [int(s["x"][0]) for s in fit]  # re-iterable
+    fit, held_back = trial_split(samples[:16])  # the zoo's --quick: 12 calibrate the trials, 4 score them
+    assert len(fit) == 12 and len(held_back) == 4
+    assert trial_split(samples[:7]) is None  # too few to hold any back
+
+
+def test_closeness_is_the_worst_output_of_the_worst_sample() -> None:
+    reference = [[np.array([1.0, 0.0]), np.array([0.0, 1.0])], [[1.0, 1.0], [2.0, 0.0]]]
+    same = closeness(reference, reference)
+    assert same == pytest.approx((1.0, 1.0))
+    flipped = [[np.array([1.0, 0.0]), np.array([0.0, -1.0])], reference[1]]  # output 1 of sample 0 reversed
+    worst, mean = closeness(reference, flipped)
+    assert worst < 0.0 and mean == pytest.approx((worst + 1.0) / 2)
+
+
+def test_trials_are_scored_as_saved_irs_and_the_best_is_kept(lstm_source, tmp_path: Path) -> None:
+    calib = _stream(lstm_source, 24, seed=0)
+    files = _export(lstm_source, calib, tmp_path / "picked")
+    scores = files.recipe["trial_scores"]
+    assert list(scores) == ["default", "histogram ranges", "full bias correction"]
+    assert files.recipe["trial"] == max(scores, key=lambda label: tuple(scores[label]))
+    assert files.recipe["subset_size"] == 24  # the winner is calibrated on every sample
+    assert "held-back calibration samples" in files.recipe["picked_by"] and files.recipe["picked_by"] in files.notes
+    if files.recipe["trial"] == "histogram ranges":
+        assert files.recipe["calibration"] == "mse"
+    fixed = _export(lstm_source, calib, tmp_path / "fixed", openvino_preset="performance")  # the user fixed the recipe
+    assert "trial" not in fixed.recipe and "trial_scores" not in fixed.recipe
+    few = _export(lstm_source, calib[:6], tmp_path / "few")  # too few samples to hold any back: one quantization
+    assert "trial" not in few.recipe

@@ -182,6 +182,7 @@ class OpenvinoInt8(Backend):
                          f"from a saved IR (edgeq/backends/_openvino_pick.py)")
         if scores:
             recipe["trial"], recipe["picked_by"] = trial.label, picked_note(trial, scores)
+            recipe["trial_scores"] = {label: [round(worst, 6), round(mean, 6)] for label, (worst, mean) in scores.items()}
             notes.insert(0, recipe["picked_by"])
         if control:
             recipe["accuracy_control"] = f"nncf.quantize_with_accuracy_control (max_drop {control['max_drop']}, " \
