@@ -111,12 +111,24 @@ def test_closeness_is_the_worst_output_of_the_worst_sample() -> None:
     assert worst < 0.0 and mean == pytest.approx((worst + 1.0) / 2)
 
 
+def test_an_alternative_must_cut_the_default_error_by_a_quarter() -> None:
+    from edgeq.backends._picking import best
+
+    assert best({"default": (0.9660, 0.9836), "histogram": (0.9711, 0.9889)}) == "default"  # 15 % less error: noise
+    assert best({"default": (0.9964, 0.9975), "histogram": (0.9980, 0.9994), "other": (0.9961, 0.9999)}) == "histogram"
+    assert best({"default": (0.8271, 0.9563), "a": (0.95, 0.99), "b": (0.96, 0.985)}) == "b"
+    assert best({"default": (1.0, 1.0), "a": (1.0, 1.0)}) == "default"
+
+
 def test_trials_are_scored_as_saved_irs_and_the_best_is_kept(lstm_source, tmp_path: Path) -> None:
     calib = _stream(lstm_source, 24, seed=0)
     files = _export(lstm_source, calib, tmp_path / "picked")
     scores = files.recipe["trial_scores"]
-    assert list(scores) == ["default", "histogram ranges", "full bias correction"]
-    assert files.recipe["trial"] == max(scores, key=lambda label: tuple(scores[label]))
+    assert list(scores) == ["default", "histogram ranges", "global min/max ranges, full bias correction"]
+    error = {label: (1 - worst, 1 - mean) for label, (worst, mean) in scores.items()}
+    clear = [label for label in scores if tuple(scores[label]) > tuple(scores["default"])
+             and all(e <= 0.75 * d for e, d in zip(error[label], error["default"]))]
+    assert files.recipe["trial"] == (max(clear, key=lambda label: tuple(scores[label])) if clear else "default")
     assert files.recipe["subset_size"] == 24  # the winner is calibrated on every sample
     assert "held-back calibration samples" in files.recipe["picked_by"] and files.recipe["picked_by"] in files.notes
     if files.recipe["trial"] == "histogram ranges":
