@@ -11,6 +11,13 @@ closer to FP32; MIXED activations cost 6–10 % latency on x86 and SmoothQuant c
 transformer defaults; ``["openvino_model_type"]`` ("cnn" | "transformer") overrides the detection. The recipe
 records which was chosen and why.
 
+Picked per model by measurement (``edgeq/backends/_openvino_pick.py``): with the default minmax method and no
+``openvino_preset``, three NNCF configurations — this recipe, histogram activation ranges, global min/max ranges with
+full BiasCorrection — are each calibrated on the first calibration samples, saved, read back and scored by edgeq's
+runner on the held-back last ones; an alternative replaces this recipe only when it cuts the worst and mean error by
+25 %, and the winner is calibrated on every sample (``trial``, ``trial_scores``, ``picked_by`` in the manifest).
+Recurrent ops (LSTM/GRU/RNN) stay float: the CPU plugin's INT8 RNN kernel computes them wrongly from a saved IR.
+
 Calibration methods (activation range estimators; weights always use per-channel min/max):
 - ``minmax``: NNCF's default — per-tensor activation ranges from the mean over samples of each sample's
   min/max (``RangeEstimatorParametersSet.MEAN_MINMAX``).
