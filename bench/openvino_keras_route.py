@@ -56,10 +56,10 @@ def make_model(kind: str, work: Path) -> Path:
 def export_all(model_path: Path, calib_count: int, work: Path) -> tuple[dict[str, Path], dict[str, float], dict]:
     from unittest import mock
 
-    from edgeq.backends import _openvino
-    from edgeq.backends.openvino_fp32 import OpenvinoFp32
-    from edgeq.backends.openvino_int8 import OpenvinoInt8
     from edgeq.models import load_model
+    from edgeq.runtimes.openvino import _openvino
+    from edgeq.runtimes.openvino.openvino_fp32 import OpenvinoFp32
+    from edgeq.runtimes.openvino.openvino_int8 import OpenvinoInt8
     from edgeq.types import ExportOptions
 
     source = load_model(model_path)

@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def export_both(calib_count: int, work: Path) -> tuple[dict[str, Path], dict[str, float], object]:
-    from edgeq.backends.openvino_int8 import OpenvinoInt8
     from edgeq.models import load_model
+    from edgeq.runtimes.openvino.openvino_int8 import OpenvinoInt8
     from edgeq.types import ExportOptions
 
     source = load_model(f"{REPO}/bench/models.py:ResNet18")

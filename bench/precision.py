@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import edgeq  # noqa: E402
-from edgeq.backends._onnx import cpu_flags  # noqa: E402
 from edgeq.measure import interleaved_latency  # noqa: E402
+from edgeq.runtimes.onnx._onnx import cpu_flags  # noqa: E402
 
 RUNTIMES = {
     "onnxruntime": ["onnx-fp32", "onnx-qdq", "onnx-w8a16", "onnx-w4"],

@@ -63,7 +63,7 @@ def build_variant(source, calib, out: Path, strict: bool, per_channel: bool, nar
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgeq.backends._tflite import (
+    from edgeq.runtimes.tflite._tflite import (
         export_for_quantization,
         keep_narrow_convs_float,
         quiet,
@@ -111,8 +111,8 @@ def fidelity(fp32: Path, path: Path, holdout: list[dict[str, np.ndarray]]) -> tu
 
 
 def run(name: str, rounds: int, tmp: Path) -> list[list[str]]:
-    from edgeq.backends._tflite import convert_fp32, convert_int8, quiet
     from edgeq.models import load_model
+    from edgeq.runtimes.tflite._tflite import convert_fp32, convert_int8, quiet
 
     case = MODELS[name]
     source = load_model(case["spec"], case["weights"])
@@ -152,7 +152,7 @@ def run_convs(rounds: int, tmp: Path) -> list[list[str]]:
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgeq.backends._tflite import quiet, write_quantized
+    from edgeq.runtimes.tflite._tflite import quiet, write_quantized
 
     rows = []
     for label, (cin, cout, kernel, stride, size, repeats) in CONV_SHAPES.items():

@@ -139,7 +139,7 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: b
     """
     import torch
 
-    from edgeq.backends._tflite import calibrated_graph, quiet
+    from edgeq.runtimes.tflite._tflite import calibrated_graph, quiet
 
     with quiet(), torch.no_grad():  # the same graph (and node names) as convert_int8
         graph = calibrated_graph(source, calib, "tflite-int8", narrow_convs_float=narrow_convs_float, float_io=True)[0]
@@ -181,7 +181,7 @@ def rank_onnx2tf(source: Any, calib: Any) -> list[LayerGroup]:
     op with its float version on the calibration samples (``edgeq/tools/onnx2tf_convert.py --rank``); each group
     is an op's output tensor and the outputs of its consumers (TFLite tensor names, what the converter's selective
     quantization takes)."""
-    from edgeq.backends._tflite_onnx2tf import run_tool
+    from edgeq.runtimes.tflite._tflite_onnx2tf import run_tool
 
     with tempfile.TemporaryDirectory() as tmp:
         report = run_tool(source, calib, Path(tmp) / "unused.tflite", "int8", "float", rank=True)

@@ -6,7 +6,7 @@ training loop around torchao's PT2E API (``prepare_qat_pt2e`` → train → ``co
 
 - tflite-int8 (route ``litert-torch PT2E QAT``): litert-torch's ``PT2EQuantizer`` with
   ``get_symmetric_quantization_config(is_per_channel=True, is_qat=True)``, converted by ``litert_torch.convert``
-  exactly like the PTQ route (``edgeq.backends._tflite``).
+  exactly like the PTQ route (``edgeq.runtimes.tflite._tflite``).
 - onnx-qdq and openvino-int8 (route ``torchao PT2E QAT → QDQ ONNX``): one training shared by both. On x86 the
   quantizer is torchao's ``X86InductorQuantizer`` (u8 activations, s8 per-channel weights — ORT's U8S8); on a CPU
   without VNNI its weights get 7 bits (ORT's ``reduce_range``, so VPMADDUBSW cannot saturate; torchao's own
@@ -96,7 +96,7 @@ def _export_for_training(module: Any, example: Any) -> tuple[Any, bool]:
     need its ``source_fn_stack``)."""
     import torch
 
-    from edgeq.backends._tflite import export_for_quantization
+    from edgeq.runtimes.tflite._tflite import export_for_quantization
 
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     pair = torch.cat([example, example])
@@ -177,7 +177,7 @@ def export_tflite_int8(source: Any, calib: Any, out: Path, settings: QatSettings
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from edgeq.backends._tflite import litert_quantizer, lowering_errors, quiet, write_quantized
+    from edgeq.runtimes.tflite._tflite import litert_quantizer, lowering_errors, quiet, write_quantized
 
     quantizer = litert_quantizer(is_qat=True)
     # BN is folded before training (_fold_batchnorm), so litert-torch's QAT-only conv+BN annotators have nothing
@@ -213,7 +213,7 @@ def _qdq_quantizer(target: str) -> tuple[Any, dict[str, Any]]:
         return X86InductorQuantizer().set_global(config), {
             "quantizer": "torchao X86InductorQuantizer", "activation_type": "QUInt8", "weight_type": "QInt8",
             "reduce_range": reduce_range, "reason": why}
-    from edgeq.backends._tflite import litert_quantizer
+    from edgeq.runtimes.tflite._tflite import litert_quantizer
 
     quantizer = litert_quantizer(is_qat=True)
     quantizer.STATIC_QAT_ONLY_OPS = []  # see export_tflite_int8
@@ -228,9 +228,9 @@ def qdq_onnx(source: Any, calib: Any, options: Any) -> tuple[Path, dict[str, Any
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from edgeq.backends._tflite import quiet
-    from edgeq.backends.onnx_qdq import detect_target
     from edgeq.models.torch_model import _quiet_exporter
+    from edgeq.runtimes.onnx.onnx_qdq import detect_target
+    from edgeq.runtimes.tflite._tflite import quiet
 
     settings: QatSettings = options.qat
     target = str(options.extra.get("onnx_target") or detect_target())
@@ -256,8 +256,8 @@ def qdq_onnx(source: Any, calib: Any, options: Any) -> tuple[Path, dict[str, Any
 
 def export_onnx_qdq(source: Any, calib: Any, out_dir: Path, options: Any) -> Any:
     """onnx-qdq with ``--qat``: the QAT QDQ ONNX, saved like every ONNX artifact."""
-    from edgeq.backends._onnx import load_full, save_onnx
-    from edgeq.backends.base import ExportedFiles
+    from edgeq.runtimes.base import ExportedFiles
+    from edgeq.runtimes.onnx._onnx import load_full, save_onnx
 
     path, recipe = qdq_onnx(source, calib, options)
     main = save_onnx(load_full(path), out_dir / "model.onnx")
@@ -270,9 +270,9 @@ def export_openvino_int8(source: Any, calib: Any, out_dir: Path, options: Any) -
     """openvino-int8 with ``--qat``: OpenVINO's ONNX frontend reads the QAT QDQ graph as FakeQuantize ops."""
     import openvino as ov
 
-    from edgeq.backends._openvino import _fix_inputs, _name_outputs, op_counts, save_ir
-    from edgeq.backends.base import ExportedFiles
     from edgeq.errors import BackendError
+    from edgeq.runtimes.base import ExportedFiles
+    from edgeq.runtimes.openvino._openvino import _fix_inputs, _name_outputs, op_counts, save_ir
 
     path, qdq_recipe = qdq_onnx(source, calib, options)
     model = ov.convert_model(str(path))

@@ -112,8 +112,8 @@ def test_output_dir_not_writable(capsys, tiny_model_file: Path, tiny_calib: Path
 def test_failing_backend_leaves_nothing_and_others_finish(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A backend that crashes after writing part of its files leaves no trace; the next backend still exports."""
-    from edgeq.backends.onnx_fp16 import OnnxFp16
     from edgeq.manifest import Manifest
+    from edgeq.runtimes.onnx.onnx_fp16 import OnnxFp16
 
     def half_then_crash(self, source, calib, out_dir, options):
         (out_dir / "model.onnx").write_bytes(b"partial")

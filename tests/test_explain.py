@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeq.backends.onnx_fp32 import OnnxFp32
-from edgeq.backends.onnx_qdq import OnnxQdq
 from edgeq.cli import main
 from edgeq.explain import explain
 from edgeq.models import load_model
+from edgeq.runtimes.onnx.onnx_fp32 import OnnxFp32
+from edgeq.runtimes.onnx.onnx_qdq import OnnxQdq
 from edgeq.types import ExportOptions
 
 

@@ -140,7 +140,7 @@ def test_invalid_qdq_graph_is_named_before_writing() -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from edgeq.backends.onnx_qdq import invalid_graph
+    from edgeq.runtimes.onnx.onnx_qdq import invalid_graph
 
     graph = helper.make_graph(
         [helper.make_node("Concat", ["a", "b"], ["c"], axis=0, name="concat_bad")], "g",

@@ -31,7 +31,7 @@ def test_batchnorm_folding_after_onnx2fx(tmp_path: Path) -> None:
     exists'. Initializers are frozen parameters now; prepare_pt2e succeeds and the module still matches ORT."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from edgeq.backends._tflite import export_for_quantization, litert_quantizer
+    from edgeq.runtimes.tflite._tflite import export_for_quantization, litert_quantizer
 
     path = models.conv_bn(tmp_path / "conv_bn.onnx")
     x = np.random.default_rng(1).normal(size=(1, 3, 16, 16)).astype(np.float32)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgeq.backends import get_backend
-from edgeq.backends._picking import closeness
 from edgeq.models import load_model
+from edgeq.runtimes._picking import closeness
 from edgeq.types import ExportOptions
 
 pytest.importorskip("openvino")
@@ -90,7 +90,7 @@ def test_lstm_state_survives_the_saved_ir(lstm_source, tmp_path: Path) -> None:
 
 
 def test_trial_split_holds_back_the_last_samples() -> None:
-    from edgeq.backends._picking import TRIAL_SUBSET, trial_split
+    from edgeq.runtimes._picking import TRIAL_SUBSET, trial_split
 
     samples = [{"x": np.full((1,), i, np.float32)} for i in range(300)]
     fit, held_back = trial_split(samples)
@@ -112,7 +112,7 @@ def test_closeness_is_the_worst_output_of_the_worst_sample() -> None:
 
 
 def test_an_alternative_must_cut_the_default_error_by_a_quarter() -> None:
-    from edgeq.backends._picking import best
+    from edgeq.runtimes._picking import best
 
     assert best({"default": (0.9660, 0.9836), "histogram": (0.9711, 0.9889)}) == "default"  # 15 % less error: noise
     assert best({"default": (0.9964, 0.9975), "histogram": (0.9980, 0.9994), "other": (0.9961, 0.9999)}) == "histogram"

@@ -33,7 +33,7 @@ def _export(backend: str, source, calib, out: Path, **extra):
 
 def test_onnx_qdq_avx2_picks_weight_bits_by_measured_fidelity(model_file: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from edgeq.backends.onnx_qdq import calibration_cosine
+    from edgeq.runtimes.onnx.onnx_qdq import calibration_cosine
 
     source = load_model(f"{model_file}:SmallCnn")
     calib = _samples((1, 3, 16, 16), "image")
@@ -84,7 +84,7 @@ def test_onnx_qdq_keeps_the_attention_mask_path_float(model_file: Path, tmp_path
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from edgeq.backends._onnx import mask_nodes
+    from edgeq.runtimes.onnx._onnx import mask_nodes
 
     source = load_model(f"{model_file}:SmallCausal")
     marked = mask_nodes(source.onnx_path())

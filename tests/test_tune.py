@@ -67,7 +67,7 @@ def test_space_comes_from_the_registry_and_capabilities(monkeypatch: pytest.Monk
     assert seeds[1]["onnx-qdq.calib_method"] == "minmax" and seeds[1]["onnx-qdq.fallback"] == 0
 
     # a backend registered tomorrow joins the search without touching edgeq/tuning
-    monkeypatch.setitem(backends.REGISTRY, "onnx-new", "edgeq.backends.onnx_qdq:OnnxQdq")
+    monkeypatch.setitem(backends.REGISTRY, "onnx-new", "edgeq.runtimes.onnx.onnx_qdq:OnnxQdq")
     assert "onnx-new" in build_space().backends
 
 

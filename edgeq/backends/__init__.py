@@ -1,31 +1,17 @@
-"""Backend registry. Each entry maps the CLI name to ``module:Class``; modules are imported only when used."""
+"""Backend registry: the backends every runtime package (``edgeq.runtimes``) registers, by CLI name."""
 
 from __future__ import annotations
 
 import importlib
 import os
 
-from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError
+from edgeq.runtimes import discover_backends
+from edgeq.runtimes.base import Backend, ExportedFiles
 
-REGISTRY: dict[str, str] = {
-    "onnx-fp32": "edgeq.backends.onnx_fp32:OnnxFp32",
-    "onnx-fp16": "edgeq.backends.onnx_fp16:OnnxFp16",
-    "onnx-qdq": "edgeq.backends.onnx_qdq:OnnxQdq",
-    "onnx-w8a16": "edgeq.backends.onnx_w8a16:OnnxW8a16",
-    "onnx-w4": "edgeq.backends.onnx_w4:OnnxW4",
-    "openvino-fp32": "edgeq.backends.openvino_fp32:OpenvinoFp32",
-    "openvino-fp16": "edgeq.backends.openvino_fp16:OpenvinoFp16",
-    "openvino-int8": "edgeq.backends.openvino_int8:OpenvinoInt8",
-    "openvino-bf16": "edgeq.backends.openvino_bf16:OpenvinoBf16",
-    "openvino-w4": "edgeq.backends.openvino_w4:OpenvinoW4",
-    "tflite-fp32": "edgeq.backends.tflite_fp32:TfliteFp32",
-    "tflite-fp16": "edgeq.backends.tflite_fp16:TfliteFp16",
-    "tflite-dynamic": "edgeq.backends.tflite_dynamic:TfliteDynamic",
-    "tflite-int8": "edgeq.backends.tflite_int8:TfliteInt8",
-    "tflite-w8a16": "edgeq.backends.tflite_w8a16:TfliteW8a16",
-    "tflite-w4": "edgeq.backends.tflite_w4:TfliteW4",
-}
+REGISTRY: dict[str, str] = discover_backends()
+"""``{cli name: "module:Class"}``, in manifest order: runtime packages alphabetically, then by precision. Each
+runtime package registers its backends by their module names (``edgeq/runtimes/<runtime>/<runtime>_*.py``)."""
 
 TIERS: tuple[str, ...] = ("onnx-w8a16", "onnx-w4", "openvino-w4", "tflite-w8a16", "tflite-w4")
 """Precision tiers beyond INT8 (docs/precision.md): accuracy or size tiers, none faster than INT8 on the CPUs

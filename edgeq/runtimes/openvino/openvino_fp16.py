@@ -6,7 +6,7 @@ the artifact is half the size; compute precision is the device plugin's choice.
 
 from __future__ import annotations
 
-from edgeq.backends.openvino_fp32 import OpenvinoFp32
+from edgeq.runtimes.openvino.openvino_fp32 import OpenvinoFp32
 
 
 class OpenvinoFp16(OpenvinoFp32):

@@ -22,8 +22,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import UnsupportedConversion
+from edgeq.runtimes.base import Backend, ExportedFiles
 
 
 @contextlib.contextmanager
@@ -71,8 +71,8 @@ def lowering_errors(backend: str) -> Iterator[None]:
 
 
 def convert_fp32(source, out: Path, backend: str) -> Path:
-    if source.framework == "keras":  # TensorFlow's own converter (edgeq/backends/_tflite_keras.py)
-        from edgeq.backends import _tflite_keras
+    if source.framework == "keras":  # TensorFlow's own converter (edgeq/runtimes/tflite/_tflite_keras.py)
+        from edgeq.runtimes.tflite import _tflite_keras
 
         return _tflite_keras.convert(source, out, "fp32")
     import litert_torch
@@ -315,7 +315,7 @@ class RequantizedTflite(Backend):
         import tempfile
 
         if source.framework == "keras":  # TFLiteConverter's own fp16 / dynamic-range options
-            from edgeq.backends import _tflite_keras
+            from edgeq.runtimes.tflite import _tflite_keras
 
             main = _tflite_keras.convert(source, out_dir / "model.tflite", self.requantize_kind)
             return ExportedFiles(main=main, recipe=_tflite_keras.recipe(source, self.requantize_kind),

@@ -13,8 +13,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from edgeq.backends._tflite import convert_fp32
-from edgeq.backends.base import Backend, ExportedFiles
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.tflite._tflite import convert_fp32
 
 EXECUTES = "int16 activations x int8 weights in LiteRT's builtin 16x8 kernels (not XNNPACK)"
 
@@ -30,12 +30,12 @@ class TfliteW8a16(Backend):
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         self.require_calibration(calib)
         if source.framework == "keras":
-            from edgeq.backends import _tflite_keras
+            from edgeq.runtimes.tflite import _tflite_keras
 
             main = _tflite_keras.convert(source, out_dir / "model.tflite", "w8a16", calib)
             recipe = {**_tflite_keras.recipe(source, "w8a16"), "executes": EXECUTES}
             return ExportedFiles(main=main, recipe=recipe, notes=[_tflite_keras.NOTES["w8a16"]])
-        from edgeq.backends._tflite_tiers import w8a16
+        from edgeq.runtimes.tflite._tflite_tiers import w8a16
 
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tflite-") as tmp:
             fp32 = convert_fp32(source, Path(tmp) / "fp32.tflite", self.name)

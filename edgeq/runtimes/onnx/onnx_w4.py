@@ -18,10 +18,10 @@ import logging
 import math
 from pathlib import Path
 
-from edgeq.backends._onnx import load_full, save_onnx
-from edgeq.backends._weights import choose_int4
-from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError
+from edgeq.runtimes._weights import choose_int4
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.onnx._onnx import load_full, save_onnx
 
 
 def gemm_to_matmul(model) -> int:  # model: onnx.ModelProto; returns the number of Gemms rewritten

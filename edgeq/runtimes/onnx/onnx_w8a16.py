@@ -13,7 +13,7 @@ accelerator (NPUs / DSPs with 16x8 kernels, e.g. Qualcomm's w8a16), verified on 
 
 from __future__ import annotations
 
-from edgeq.backends.onnx_qdq import OnnxQdq
+from edgeq.runtimes.onnx.onnx_qdq import OnnxQdq
 
 
 class OnnxW8a16(OnnxQdq):

@@ -12,7 +12,7 @@ ignored scope (no FakeQuantize on their inputs) the saved IR gives what the in-m
 **Trials picked by calibration fidelity.** No NNCF setting wins on every real model (bench/zoo.py, docs/zoo.md), so
 a few candidates are quantized, each *saved and read back* and run by edgeq's runner exactly as the artifact will be
 (``edgeq.targets.runner.open_session``, precision pinned), and the one closest to FP32 on the user's calibration
-samples is kept (``edgeq.backends._picking``). Held-out samples are never looked at.
+samples is kept (``edgeq.runtimes._picking``). Held-out samples are never looked at.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq.backends._picking import Outputs, Score, best, closeness, describe, run_all
+from edgeq.runtimes._picking import Outputs, Score, best, closeness, describe, run_all
 from edgeq.types import Feeds
 
 RECURRENT_TYPES = ("LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell", "RNNCell")
@@ -79,7 +79,7 @@ def pick_trial(trials: Sequence[Trial], quantize: Callable[[Trial], Any], refere
                samples: Sequence[Feeds], work: Path, save: Callable[[Any, Path], Path],
                ) -> tuple[Trial, dict[str, Score]]:
     """Quantize each trial, score its saved IR on ``samples`` against ``reference``: (the best trial, scores by
-    label); the first trial is kept unless another is clearly better (``edgeq.backends._picking.best``)."""
+    label); the first trial is kept unless another is clearly better (``edgeq.runtimes._picking.best``)."""
     scores = {trial.label: closeness(reference, saved_ir_outputs(quantize(trial), samples, work, save))
               for trial in trials}
     return next(trial for trial in trials if trial.label == best(scores)), scores

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgeq.backends._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
-from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError, UnsupportedConversion, failure_reason
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 
 ONNX_ROUTES = ("onnx2tf", "litert-torch")
 """Route order for ONNX sources: onnx2tf (isolated tool environment) first — it exported and verified the most real
@@ -43,7 +43,7 @@ class TfliteInt8(Backend):
                                "(litert-torch's PT2E quantizer observes min/max)")
         self.require_calibration(calib)
         if source.framework == "keras":  # TFLiteConverter full integer; --tflite-io picks int8 or float I/O
-            from edgeq.backends import _tflite_keras
+            from edgeq.runtimes.tflite import _tflite_keras
 
             main = _tflite_keras.convert(source, out_dir / "model.tflite", "int8", calib, options.tflite_io)
             return ExportedFiles(main=main, recipe=_tflite_keras.recipe(source, "int8", options.tflite_io),
@@ -84,7 +84,7 @@ class TfliteInt8(Backend):
                                     + "; ".join(f"{r}: {e}" for r, e in failed.items()))
 
     def _onnx2tf(self, source, calib, out_dir: Path, options) -> ExportedFiles:
-        from edgeq.backends import _tflite_onnx2tf
+        from edgeq.runtimes.tflite import _tflite_onnx2tf
 
         float_nodes = [str(n) for n in options.extra.get("tflite_float_nodes", []) or []]
         mixed = source.mixed_range_outputs(calib)

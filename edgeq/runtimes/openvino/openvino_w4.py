@@ -18,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeq.backends._openvino import convert_source, quiet_nncf, save_ir, torch_route
-from edgeq.backends.base import Backend, ExportedFiles
 from edgeq.errors import BackendError
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.openvino._openvino import convert_source, quiet_nncf, save_ir, torch_route
 
 WEIGHT_TYPES = {"u4": "int4", "i4": "int4", "u8": "int8", "i8": "int8"}
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.backends._tflite import quiet
-from edgeq.backends._weights import choose_int4
 from edgeq.errors import BackendError
+from edgeq.runtimes._weights import choose_int4
+from edgeq.runtimes.tflite._tflite import quiet
 
 WEIGHT_OPS = {"FULLY_CONNECTED": "blockwise", "BATCH_MATMUL": "blockwise", "CONV_2D": "channelwise"}
 BLOCK_SIZES = (32, 64, 128, 256)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeq.backends._openvino import convert_source, save_ir, torch_route
-from edgeq.backends.base import Backend, ExportedFiles
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.openvino._openvino import convert_source, save_ir, torch_route
 
 
 class OpenvinoFp32(Backend):

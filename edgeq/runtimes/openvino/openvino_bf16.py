@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import platform
 
-from edgeq.backends.openvino_fp32 import OpenvinoFp32
 from edgeq.errors import BackendUnavailable
+from edgeq.runtimes.openvino.openvino_fp32 import OpenvinoFp32
 
 
 class OpenvinoBf16(OpenvinoFp32):

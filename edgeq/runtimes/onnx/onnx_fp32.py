@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeq.backends._onnx import load_full, save_onnx
-from edgeq.backends.base import Backend, ExportedFiles
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.onnx._onnx import load_full, save_onnx
 
 
 class OnnxFp32(Backend):

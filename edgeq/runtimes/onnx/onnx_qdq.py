@@ -36,15 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.backends._onnx import (
+from edgeq.errors import BackendError
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.onnx._onnx import (
     has_attention,
     load_full,
     mask_nodes,
     residual_norm_nodes,
     save_onnx,
 )
-from edgeq.backends.base import Backend, ExportedFiles
-from edgeq.errors import BackendError
 from edgeq.targets.runner import cpu_flags
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": None}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from edgeq.backends._tflite import convert_fp32
-from edgeq.backends.base import Backend, ExportedFiles
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.tflite._tflite import convert_fp32
 
 
 class TfliteW4(Backend):
@@ -23,7 +23,7 @@ class TfliteW4(Backend):
     pip_extra = "tflite"
 
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
-        from edgeq.backends._tflite_tiers import w4
+        from edgeq.runtimes.tflite._tflite_tiers import w4
 
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tflite-") as tmp:
             fp32 = convert_fp32(source, Path(tmp) / "fp32.tflite", self.name)

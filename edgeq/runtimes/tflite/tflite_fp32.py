@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeq.backends._tflite import convert_fp32
-from edgeq.backends.base import Backend, ExportedFiles
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.tflite._tflite import convert_fp32
 
 
 class TfliteFp32(Backend):

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 Runtime = Literal["onnxruntime", "openvino", "tflite"]
 Precision = Literal["fp32", "fp16", "bf16", "int8", "dynamic", "w8a16", "w4"]
 """w8a16: int8 weights, int16 activations; w4: INT4 weight-only (the rest INT8), activations float."""
+PRECISION_ORDER: tuple[str, ...] = ("fp32", "fp16", "dynamic", "int8", "bf16", "w8a16", "w4")
+"""Order of a runtime's backends in the registry (and so in the manifest)."""
 
 
 @dataclass

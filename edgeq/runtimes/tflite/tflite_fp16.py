@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeq.backends._tflite import RequantizedTflite
+from edgeq.runtimes.tflite._tflite import RequantizedTflite
 
 
 class TfliteFp16(RequantizedTflite):

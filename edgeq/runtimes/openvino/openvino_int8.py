@@ -32,8 +32,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeq.backends._openvino import convert_source, graph_kind, op_counts, quiet_nncf, save_ir, torch_route
-from edgeq.backends._openvino_pick import (
+from edgeq.errors import BackendError, CalibrationError
+from edgeq.runtimes._picking import trial_split
+from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.openvino._openvino import (
+    convert_source,
+    graph_kind,
+    op_counts,
+    quiet_nncf,
+    save_ir,
+    torch_route,
+)
+from edgeq.runtimes.openvino._openvino_pick import (
     Trial,
     pick_trial,
     picked_note,
@@ -41,9 +51,6 @@ from edgeq.backends._openvino_pick import (
     recurrent_types,
     reference_outputs,
 )
-from edgeq.backends._picking import trial_split
-from edgeq.backends.base import Backend, ExportedFiles
-from edgeq.errors import BackendError, CalibrationError
 
 SUPPORTED_METHODS = ("minmax", "percentile", "mse")
 QUANTIZED_OP_TYPES = ("FakeQuantize", "FakeConvert")
