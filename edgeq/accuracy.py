@@ -4,7 +4,9 @@
 held-out samples (1.0 for FP32), budget a drop of 1 - C (edgeq/pipeline.py ``fidelity_floor``).
 
 Plain post-training quantization runs first. If its metric drop (against the FP32 source model, on the eval set)
-exceeds the budget, layers go back to float until the drop is within budget, with each backend's own tool:
+exceeds the budget, layers go back to float until the drop is within budget, with each backend's own tool. This
+module is the one loop, for every runtime; each runtime's adapter (``RuntimeAdapter.control_plan`` in
+``edgeq/runtimes/<runtime>/adapter.py``) says which of its backends it controls, ranks, and what each rebuild moves:
 
 - ``openvino-int8``: NNCF's ``quantize_with_accuracy_control`` (ranks quantizers by their effect on the metric and
   reverts the worst ones); the layers it returned to float are read by comparing the plain and the controlled IR.
@@ -19,8 +21,8 @@ exceeds the budget, layers go back to float until the drop is within budget, wit
   (``denylisted_nodes``): the ranked layers are exactly what that route quantizes.
 
 Fallback tiers (``options.extra["fallback"]``, ``--fallback fp32`` by default = float only; ``tiered``): a sensitive
-layer first goes to the cheapest tier its runtime computes that is finer than INT8, and only then to float
-(``FALLBACK_TIERS``): ``onnx-qdq`` tries int16 activations on the top-k tensors (ORT ``TensorQuantOverrides``, weights
+layer first goes to the cheapest tier its runtime computes that is finer than INT8, and only then to float (the
+adapter's tiers): ``onnx-qdq`` tries int16 activations on the top-k tensors (ORT ``TensorQuantOverrides``, weights
 stay int8) before excluding their nodes; ``openvino-int8``'s float layers run at the CPU plugin's inference precision
 (bf16 where the CPU computes it, f16 on ARM, else fp32); ``tflite-int8`` (litert-torch PT2E has no per-layer int16)
 goes straight to fp32. The manifest lists each moved layer with its tier (``accuracy_control.layer_tiers``).
@@ -30,223 +32,60 @@ When the budget cannot be met, the artifact with the smallest drop is kept and m
 
 from __future__ import annotations
 
-import copy
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgeq.errors import failure_reason
 from edgeq.manifest import AccuracyControl
+from edgeq.runtimes.adapter import RANKING_SAMPLES, ControlRequest, ranked_layers
 from edgeq.types import ExportOptions, Feeds
 
-if TYPE_CHECKING:
-    from edgeq.pipeline import Candidate, EvalContext
-
-RANKING_SAMPLES = 16
-MAX_ATTEMPTS = 8
-CONTROLLED = {"onnx-qdq", "openvino-int8", "tflite-int8"}
-FALLBACK_TIERS = {"onnx-qdq": ("int16", "fp32"), "tflite-int8": ("fp32",), "openvino-int8": ("float",)}
-"""Per backend, the tiers a sensitive layer moves through, finest-but-cheapest first (see the module doc)."""
+__all__ = ["RANKING_SAMPLES", "control_accuracy", "control_request", "latency_ratio"]
 
 
-def openvino_float_tier() -> str:
-    """The precision the OpenVINO CPU plugin computes float layers in on this host (bf16 / f16 / f32)."""
-    try:
-        import openvino as ov
+class Candidate(Protocol):
+    """What the control loop needs of a built candidate (``edgeq.pipeline.Candidate``)."""
 
-        return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")).replace("<Type: '", "").rstrip("'>")
-    except Exception:  # noqa: BLE001 - informative only
-        return "float"
+    files: Any
+    evaluation: Any
 
-
-@dataclass
-class LayerGroup:
-    """A quantized activation tensor and the layers to return to float so that it stays float."""
-
-    tensor: str
-    sqnr_db: float
-    layers: list[str]
+    def discard(self) -> None: ...
 
 
-def channel_sqnr(pre: np.ndarray, post: np.ndarray) -> float:
-    """Median over channels (axis 1, or the last axis of a 2-D tensor) of the SQNR in dB of ``post`` vs ``pre``."""
-    pre, post = np.asarray(pre, dtype=np.float64), np.asarray(post, dtype=np.float64)
-    if pre.ndim < 2:
-        pre, post = pre.reshape(1, -1), post.reshape(1, -1)
-    moved_pre = np.moveaxis(pre, 1, 0).reshape(pre.shape[1], -1)
-    moved_post = np.moveaxis(post, 1, 0).reshape(post.shape[1], -1)
-    signal = (moved_pre ** 2).sum(axis=1)
-    noise = ((moved_pre - moved_post) ** 2).sum(axis=1)
-    live = signal > 0
-    if not live.any():
-        return float("inf")
-    sqnr = 10 * np.log10(signal[live] / np.maximum(noise[live], 1e-30))
-    return float(np.median(sqnr))
+class Evaluation(Protocol):
+    """What the control loop needs of the accuracy budget (``edgeq.pipeline.EvalContext``)."""
+
+    eval_set: Any
+    metric: Any
+    truth: np.ndarray | None
+    drop_type: str
+    max_drop: float | None
+    all_references: list[list[np.ndarray]] | None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# ONNX Runtime QDQ
-# ---------------------------------------------------------------------------------------------------------------
-def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
-    """Quantized activations of a QDQ model, worst median per-channel SQNR first, with producer + consumer nodes."""
-    import onnx
-    from onnxruntime.quantization.qdq_loss_debug import create_activation_matching
-    from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX
+def control_request(evaluation: Evaluation) -> ControlRequest:
+    """The budget and a runtime-independent score of outputs, higher better (the metric, sign-flipped when lower is
+    better; with ``--min-fidelity`` the worst-sample fidelity of every output)."""
+    sign = 1.0 if evaluation.metric.higher_is_better else -1.0
 
-    from edgeq.explain.onnx import intermediate_activations
-
-    with tempfile.TemporaryDirectory() as tmp:
-        matching = create_activation_matching(intermediate_activations(Path(model), feeds, Path(tmp)))
-    graph = onnx.load(str(model), load_external_data=False).graph
-    producers = {out: node for node in graph.node for out in node.output}
-    qdq_ops = {"QuantizeLinear", "DequantizeLinear"}
-    groups = []
-    for tensor, pair in matching.items():
-        if "pre_qdq" not in pair or "post_qdq" not in pair:
-            continue
-        sqnr = float(np.mean([channel_sqnr(a, b) for a, b in zip(pair["pre_qdq"], pair["post_qdq"])]))
-        layers = []
-        producer = producers.get(tensor)
-        if producer is not None and producer.op_type not in qdq_ops and producer.name:
-            layers.append(producer.name)
-        dq_out = tensor + DEQUANT_OUTPUT_SUFFIX
-        layers += [n.name for n in graph.node if n.op_type not in qdq_ops and n.name
-                   and (dq_out in n.input or tensor in n.input) and n.name not in layers]
-        if layers:
-            groups.append(LayerGroup(tensor, round(sqnr, 2), layers))
-    return sorted(groups, key=lambda g: g.sqnr_db)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# TFLite (litert-torch PT2E)
-# ---------------------------------------------------------------------------------------------------------------
-def _layer_id(node: Any) -> str:
-    """The node's module path (``features.3``), or ``node:<name>`` for an op of the top-level module."""
-    stack = node.meta.get("nn_module_stack") or {}
-    path = str(list(stack.values())[-1][0]) if stack else ""
-    return path or f"node:{node.name}"
-
-
-def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: bool = False) -> list[LayerGroup]:
-    """The same ranking on PT2E's converted reference graph (quantize → dequantize pairs run in torch).
-
-    Uses the graph preparation, quantizer and calibration of tflite-int8 (``convert_int8``); groups are module paths
-    (or ``node:<name>`` for ops of the top-level module).
-    """
-    import torch
-
-    from edgeq.runtimes.tflite._tflite import calibrated_graph, quiet
-
-    with quiet(), torch.no_grad():  # the same graph (and node names) as convert_int8
-        graph = calibrated_graph(source, calib, "tflite-int8", narrow_convs_float=narrow_convs_float, float_io=True)[0]
-        pairs = []  # (quantize node input, dequantize node) per activation
-        for node in graph.graph.nodes:
-            if node.op == "call_function" and "quantize_per_tensor" in str(node.target) \
-                    and "dequantize" not in str(node.target) and isinstance(node.args[0], torch.fx.Node) \
-                    and node.args[0].op != "get_attr":
-                for user in node.users:
-                    if "dequantize" in str(user.target):
-                        pairs.append((node.args[0], user))
-        watched = {n for pair in pairs for n in pair}
-        values: dict[Any, list[np.ndarray]] = {n: [] for n in watched}
-
-        class Recorder(torch.fx.Interpreter):
-            def run_node(self, n: Any) -> Any:
-                result = super().run_node(n)
-                if n in values:
-                    values[n].append(result.detach().float().numpy())
-                return result
-
-        recorder = Recorder(graph)
-        for sample in feeds:
-            recorder.run(*source.example_inputs(sample))
-    groups = []
-    for pre, dq in pairs:
-        if not values[pre]:
-            continue
-        sqnr = float(np.mean([channel_sqnr(a, b) for a, b in zip(values[pre], values[dq])]))
-        layers = [_layer_id(n) for n in [pre, *dq.users] if n.op == "call_function"]
-        layers = list(dict.fromkeys(layers))
-        if layers:
-            groups.append(LayerGroup(pre.name, round(sqnr, 2), layers))
-    return sorted(groups, key=lambda g: g.sqnr_db)
-
-
-def rank_onnx2tf(source: Any, calib: Any) -> list[LayerGroup]:
-    """The ranking for tflite-int8 built by the onnx2tf route: TFLite's QuantizationDebugger compares every quantized
-    op with its float version on the calibration samples (``edgeq/tools/onnx2tf_convert.py --rank``); each group
-    is an op's output tensor and the outputs of its consumers (TFLite tensor names, what the converter's selective
-    quantization takes)."""
-    from edgeq.runtimes.tflite._tflite_onnx2tf import run_tool
-
-    with tempfile.TemporaryDirectory() as tmp:
-        report = run_tool(source, calib, Path(tmp) / "unused.tflite", "int8", "float", rank=True)
-    return [LayerGroup(entry["tensor"], round(entry["sqnr_db"], 2),
-                       list(dict.fromkeys([entry["tensor"], *entry.get("consumers", [])])))
-            for entry in report["ranked"]]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# OpenVINO (NNCF)
-# ---------------------------------------------------------------------------------------------------------------
-def quantized_ov_layers(model_xml: Path) -> set[str]:
-    """Names of the ops of an IR that read at least one FakeQuantize output (the layers running in INT8)."""
-    import openvino as ov
-
-    model = ov.Core().read_model(str(model_xml))
-    found = set()
-    for op in model.get_ordered_ops():
-        if op.get_type_name() in ("FakeQuantize", "FakeConvert", "Convert", "Constant", "Parameter", "Result"):
-            continue
-        for value in op.inputs():
-            producer = value.get_source_output().get_node()
-            if producer.get_type_name() in ("FakeQuantize", "FakeConvert"):
-                found.add(op.get_friendly_name())
-                break
-    return found
-
-
-def nncf_control(options: ExportOptions, evaluation: EvalContext) -> ExportOptions:
-    """Options that make openvino-int8 call ``nncf.quantize_with_accuracy_control`` with the eval set."""
-    samples = evaluation.eval_set.samples
-    sign = 1.0 if evaluation.metric.higher_is_better else -1.0  # NNCF maximizes
-
-    def validate(compiled: Any, items: Any) -> tuple[float, None]:
-        indices, outputs = [], []
-        for index, feeds in items:
-            indices.append(index)
-            outputs.append([np.asarray(v) for v in compiled(feeds).to_tuple()])
+    def score(indices: list[int], outputs: list[list[np.ndarray]]) -> float:
         if evaluation.all_references is not None:  # --min-fidelity: worst-sample fidelity of every output
             from edgeq.metrics import worst_fidelity_per_output
 
             references = [evaluation.all_references[i] for i in indices]
-            return min(worst_fidelity_per_output(references, outputs)), None
-        truth = evaluation.truth
-        from edgeq.evaluation import score
+            return min(worst_fidelity_per_output(references, outputs))
+        from edgeq.evaluation import score as metric_score
 
-        subset = None if truth is None else np.asarray(truth)[indices]
-        return sign * score(evaluation.metric, [o[0] for o in outputs], subset), None
+        subset = None if evaluation.truth is None else np.asarray(evaluation.truth)[indices]
+        return sign * metric_score(evaluation.metric, [o[0] for o in outputs], subset)
 
-    return _with_extra(options, "nncf_accuracy_control", {
-        "items": [(i, s) for i, s in enumerate(samples)], "validate": validate,
-        "max_drop": float(evaluation.max_drop or 0.0), "drop_type": evaluation.drop_type})
+    return ControlRequest(list(evaluation.eval_set.samples), float(evaluation.max_drop or 0.0),
+                          evaluation.drop_type, score)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The control loop
-# ---------------------------------------------------------------------------------------------------------------
-def _with_extra(options: ExportOptions, key: str, value: object) -> ExportOptions:
-    changed = copy.copy(options)
-    changed.extra = dict(options.extra)
-    changed.extra[key] = value
-    return changed
-
-
-def latency_ratio(first: Path, second: Path, feeds: Feeds, rounds: int = 10) -> float | None:
+def latency_ratio(first: Any, second: Any, feeds: Feeds, rounds: int = 10) -> float | None:
     """Median paired latency ratio second / first (``edgeq.measure.interleaved_latency``, 1 thread); None on failure."""
     from edgeq.measure import interleaved_latency
 
@@ -259,8 +98,10 @@ def latency_ratio(first: Path, second: Path, feeds: Feeds, rounds: int = 10) -> 
 
 def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions, plain: Candidate,
                      rebuild: Callable[[ExportOptions], Candidate],
-                     evaluation: EvalContext) -> tuple[Candidate, AccuracyControl]:
+                     evaluation: Evaluation) -> tuple[Candidate, AccuracyControl]:
     """Return the candidate to keep (plain PTQ when within budget) and what was done, for the manifest."""
+    from edgeq.backends import adapter_for
+
     budget = float(evaluation.max_drop or 0.0)
     assert plain.evaluation is not None
     before = plain.evaluation.drop
@@ -268,68 +109,34 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
                              met=before <= budget, method="plain PTQ within budget")
     if record.met:
         return plain, record
-    if name not in CONTROLLED:
+    adapter = adapter_for(name)
+    if not adapter.supports_accuracy_control(name):
         record.method = "none: this backend has no quantized layers to return to float"
         return plain, record
     best, attempts = plain, []
     feeds = evaluation.eval_set.samples
     try:
-        if name == "openvino-int8":
-            record.method = "nncf.quantize_with_accuracy_control (ranks quantizers by metric, reverts the worst)"
-            candidate = rebuild(nncf_control(options, evaluation))
-            floated = sorted(quantized_ov_layers(plain.files.main) - quantized_ov_layers(candidate.files.main))
+        tiered = options.extra.get("fallback", "fp32") == "tiered"
+        plan = adapter.control_plan(name, source, calib, plain.files, options, control_request(evaluation), tiered)
+        record.method = plan.method
+        groups = plan.rank()
+        if groups:
+            record.ranked_layers = ranked_layers(groups)
+        for attempt in plan.attempts(groups):
+            candidate = rebuild(attempt.options)
             assert candidate.evaluation is not None
-            attempts.append({"layers_to_float": floated, "drop": candidate.evaluation.drop})
-            if candidate.evaluation.drop < before:
-                record.layers_to_float, best = floated, candidate
-                tier = openvino_float_tier()
-                record.layer_tiers = {layer: tier for layer in floated}
+            if attempt.settle is not None:
+                attempt.settle(plain.files, candidate.files)
+            attempts.append({**attempt.record, "drop": candidate.evaluation.drop})
+            if best.evaluation is None or candidate.evaluation.drop < best.evaluation.drop:
+                if best is not plain:
+                    best.discard()
+                best = candidate
+                record.layers_to_float, record.layer_tiers = attempt.layers_to_float, attempt.layer_tiers
             else:
                 candidate.discard()
-        else:
-            if name == "onnx-qdq":
-                record.method = "median per-channel SQNR of each QDQ activation (ORT qdq_loss_debug); nodes_to_exclude"
-                groups, key = rank_onnx_qdq(plain.files.main, feeds[:RANKING_SAMPLES]), "nodes_to_exclude"
-            elif str(plain.files.recipe.get("route", "")).startswith("onnx2tf"):
-                record.method = ("median per-channel SQNR of each TFLite op's output (TFLite QuantizationDebugger, "
-                                 "onnx2tf route); those ops and their consumers left float by the converter")
-                groups, key = rank_onnx2tf(source, calib), "tflite_float_nodes"
-                options = _with_extra(options, "tflite_route", "onnx2tf")
-            else:
-                record.method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
-                groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES],
-                                       options.tflite_narrow_convs == "float"), "tflite_exclude_modules"
-                if source.framework == "onnx":  # rebuild through the route that worked
-                    options = _with_extra(options, "tflite_route", "litert-torch")
-            record.ranked_layers = [f"{g.tensor} ({g.sqnr_db:g} dB): {', '.join(g.layers)}" for g in groups]
-            base = [str(n) for n in options.extra.get(key, []) or []]
-            tiers = FALLBACK_TIERS[name] if options.extra.get("fallback", "fp32") == "tiered" else ("fp32",)
-            for k in range(1, min(len(groups), MAX_ATTEMPTS) + 1):
-                layers = list(dict.fromkeys(layer for g in groups[:k] for layer in g.layers))
-                for tier in tiers:  # the top-k groups try each tier, cheapest first
-                    if tier == "int16":
-                        tensors = [g.tensor for g in groups[:k]]
-                        candidate = rebuild(_with_extra(options, "int16_tensors", tensors))
-                        assert candidate.evaluation is not None
-                        moved = {t: "int16 activations" for t in tensors}
-                        attempts.append({"int16_tensors": tensors, "drop": candidate.evaluation.drop})
-                    else:
-                        candidate = rebuild(_with_extra(options, key, base + layers))
-                        assert candidate.evaluation is not None
-                        moved = dict.fromkeys(layers, tier)
-                        attempts.append({"layers_to_float": layers, "drop": candidate.evaluation.drop})
-                    if best.evaluation is None or candidate.evaluation.drop < best.evaluation.drop:
-                        if best is not plain:
-                            best.discard()
-                        best = candidate
-                        record.layers_to_float = [] if tier == "int16" else layers
-                        record.layer_tiers = moved
-                    else:
-                        candidate.discard()
-                    if best.evaluation is not None and best.evaluation.drop <= budget:
-                        break
-                if best.evaluation is not None and best.evaluation.drop <= budget:
-                    break
+            if best.evaluation is not None and best.evaluation.drop <= budget:
+                break
     except KeyboardInterrupt:
         if best is not plain:
             best.discard()

@@ -1,19 +1,16 @@
 """Quantization-aware training for ``edgeq export --qat --epochs N --train DATA`` (PyTorch sources only).
 
 QAT fine-tunes the model with fake quantization inserted by the upstream quantizer, then lowers the trained graph
-with the same tool chain the PTQ backends use. No quantization arithmetic lives here; this module only runs the
-training loop around torchao's PT2E API (``prepare_qat_pt2e`` → train → ``convert_pt2e``):
+with the same tool chain the PTQ backends use. No quantization arithmetic lives here, and nothing about a runtime:
+this module runs the training loop around torchao's PT2E API (``prepare_qat_pt2e`` → train → ``convert_pt2e``) with
+the quantizer a runtime hands it; each runtime's adapter (``RuntimeAdapter.export_qat``) picks the quantizer and
+lowers the trained graph:
 
-- tflite-int8 (route ``litert-torch PT2E QAT``): litert-torch's ``PT2EQuantizer`` with
-  ``get_symmetric_quantization_config(is_per_channel=True, is_qat=True)``, converted by ``litert_torch.convert``
-  exactly like the PTQ route (``edgeq.runtimes.tflite._tflite``).
-- onnx-qdq and openvino-int8 (route ``torchao PT2E QAT → QDQ ONNX``): one training shared by both. On x86 the
-  quantizer is torchao's ``X86InductorQuantizer`` (u8 activations, s8 per-channel weights — ORT's U8S8); on a CPU
-  without VNNI its weights get 7 bits (ORT's ``reduce_range``, so VPMADDUBSW cannot saturate; torchao's own
-  ``reduce_range`` would shrink the activations instead). On ARM/other targets it is
-  litert-torch's symmetric quantizer (s8 activations: ORT's S8S8). The converted graph is exported by
-  ``torch.onnx.export`` as QuantizeLinear/DequantizeLinear pairs, which ONNX Runtime runs as is and OpenVINO's
-  ``convert_model`` turns into FakeQuantize ops (INT8 kernels at run time).
+- tflite-int8 (``edgeq/runtimes/tflite/_qat.py``, route ``litert-torch PT2E QAT``): litert-torch's quantizer,
+  converted by ``litert_torch.convert`` like the PTQ route.
+- onnx-qdq and openvino-int8 (``edgeq/runtimes/onnx/_qat.py``, ``edgeq/runtimes/openvino/_qat.py``, route
+  ``torchao PT2E QAT → QDQ ONNX``): one training shared by both, exported as QuantizeLinear/DequantizeLinear pairs
+  that ONNX Runtime runs and OpenVINO reads as FakeQuantize ops.
   NNCF's own PyTorch QAT was tried first: its fake-quantize ops JIT-compile a C++ extension with the system
   compiler on first use (> 60 s here, NNCF's load timeout), which a user's export must not depend on.
 
@@ -29,37 +26,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from edgeq.errors import CalibrationError, UnsupportedConversion
+from edgeq.types import EpochHook, QatSettings
 
-ROUTE_TFLITE = "litert-torch PT2E QAT"
-ROUTE_QDQ = "torchao PT2E QAT -> torch.onnx QDQ"
-QAT_BACKENDS = ("onnx-qdq", "openvino-int8", "tflite-int8")
-
-EpochHook = Callable[[str, int, int, float], None]
-"""``on_epoch(route, epoch, epochs, mean_loss)``, called after each finished epoch."""
-
-
-@dataclass(frozen=True)
-class QatSettings:
-    """What ``--qat --epochs N --train DATA [--lr X]`` asks for."""
-
-    train: str
-    epochs: int = 1
-    lr: float = 1e-4
-    batch_size: int = 32
-    seed: int = 0
-    on_epoch: EpochHook | None = field(default=None, compare=False, repr=False)
-
-    def recipe(self, route: str, summary: dict[str, Any]) -> dict[str, Any]:
-        """The manifest's ``recipe["qat"]`` of a QAT artifact."""
-        return {"epochs": self.epochs, "lr": self.lr, "route": route, "train": self.train,
-                "batch_size": summary.get("batch_size", self.batch_size), "optimizer": "adam",
-                "final_loss": summary.get("final_loss")}
-
+__all__ = ["EpochHook", "QatSettings", "check_source", "prepare", "qat_backends", "settings_from_cli",
+           "train_fake_quantized"]
 
 def check_source(source: Any) -> None:
     """Refuse, in one line, sources QAT cannot train: anything but a single-input PyTorch model."""
@@ -170,124 +143,11 @@ def train_fake_quantized(source: Any, quantizer: Any, calib: Any, settings: QatS
     return graph, {"batch_size": batch_size, "final_loss": round(mean_loss, 6), "train_samples": len(xs)}
 
 
-def export_tflite_int8(source: Any, calib: Any, out: Path, settings: QatSettings, backend: str
-                       ) -> tuple[Path, dict[str, Any]]:
-    """QAT with litert-torch's quantizer, lowered to a full-integer .tflite like the PTQ route."""
-    import torch
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+def qat_backends() -> list[str]:
+    """The registered backends whose runtime adapter lowers a QAT-trained graph (registry order)."""
+    from edgeq.backends import REGISTRY, adapter_for
 
-    from edgeq.runtimes.tflite._tflite import litert_quantizer, lowering_errors, quiet, write_quantized
-
-    quantizer = litert_quantizer(is_qat=True)
-    # BN is folded before training (_fold_batchnorm), so litert-torch's QAT-only conv+BN annotators have nothing
-    # to match; they also fail on torch 2.13 (they pass a plain function to torch.export.export).
-    quantizer.STATIC_QAT_ONLY_OPS = []
-    with quiet(), lowering_errors(backend):
-        graph, summary = train_fake_quantized(source, quantizer, calib, settings, ROUTE_TFLITE)
-        with torch.no_grad():
-            converted = convert_pt2e(graph, fold_quantize=False)
-            allow_exported_model_train_eval(converted)
-            converted.eval()  # litert-torch reads .training (else warns "converted in training mode")
-            write_quantized(converted, source.example_inputs(), quantizer, out)
-    return out, settings.recipe(ROUTE_TFLITE, summary)
-
-
-def _qdq_quantizer(target: str) -> tuple[Any, dict[str, Any]]:
-    """The PT2E quantizer for a CPU target and what it means for the QDQ graph (for the manifest)."""
-    if target.startswith("x86"):
-        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-            X86InductorQuantizer,
-            get_default_x86_inductor_quantization_config,
-        )
-
-        reduce_range = target == "x86-avx2"
-        config = get_default_x86_inductor_quantization_config(is_qat=True)
-        if reduce_range:  # ORT's reduce_range: 7-bit weights (torchao's own flag shrinks activations instead,
-            # which starved the hard digits model of tests/test_qat.py: QAT eval top-1 0.25 vs 0.82 with 8 bits)
-            import dataclasses
-
-            config = dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=-64, quant_max=63))
-        why = ("x86 without VNNI: 7-bit weights avoid VPMADDUBSW saturation" if reduce_range
-               else "x86 VNNI: u8×s8 kernels")
-        return X86InductorQuantizer().set_global(config), {
-            "quantizer": "torchao X86InductorQuantizer", "activation_type": "QUInt8", "weight_type": "QInt8",
-            "reduce_range": reduce_range, "reason": why}
-    from edgeq.runtimes.tflite._tflite import litert_quantizer
-
-    quantizer = litert_quantizer(is_qat=True)
-    quantizer.STATIC_QAT_ONLY_OPS = []  # see export_tflite_int8
-    return quantizer, {
-        "quantizer": "litert-torch PT2EQuantizer (symmetric)", "activation_type": "QInt8", "weight_type": "QInt8",
-        "reduce_range": False, "reason": "ARM/other: S8S8"}
-
-
-def qdq_onnx(source: Any, calib: Any, options: Any) -> tuple[Path, dict[str, Any]]:
-    """The QAT-trained QDQ ONNX for this machine's (or ``options.extra["onnx_target"]``'s) CPU, trained once per
-    source and shared by onnx-qdq and openvino-int8; returns the path and the recipe."""
-    import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-    from edgeq.models.torch_model import _quiet_exporter
-    from edgeq.runtimes.onnx.onnx_qdq import detect_target
-    from edgeq.runtimes.tflite._tflite import quiet
-
-    settings: QatSettings = options.qat
-    target = str(options.extra.get("onnx_target") or detect_target())
-    cache = source.__dict__.setdefault("_edgeq_qat_qdq", {})
-    key = (settings, target)
-    if key not in cache:
-        quantizer, recipe = _qdq_quantizer(target)
-        with quiet():
-            graph, summary = train_fake_quantized(source, quantizer, calib, settings, ROUTE_QDQ)
-        work = source.workdir / f"qat-qdq-{len(cache)}"
-        work.mkdir(parents=True, exist_ok=True)
-        path = work / "model.onnx"
-        with torch.no_grad(), _quiet_exporter():
-            converted = convert_pt2e(graph)
-            torch.onnx.export(converted, source.example_inputs(), str(path), dynamo=True, opset_version=18,
-                              input_names=[s.name for s in source.inputs], output_names=source.output_names,
-                              verbose=False)
-        recipe = {"format": "QDQ", "per_channel": True, "target": target, **recipe,
-                  "qat": settings.recipe(ROUTE_QDQ, summary)}
-        cache[key] = (path, recipe)
-    return cache[key]
-
-
-def export_onnx_qdq(source: Any, calib: Any, out_dir: Path, options: Any) -> Any:
-    """onnx-qdq with ``--qat``: the QAT QDQ ONNX, saved like every ONNX artifact."""
-    from edgeq.runtimes.base import ExportedFiles
-    from edgeq.runtimes.onnx._onnx import load_full, save_onnx
-
-    path, recipe = qdq_onnx(source, calib, options)
-    main = save_onnx(load_full(path), out_dir / "model.onnx")
-    note = f"QAT {options.qat.epochs} epoch(s), {recipe['activation_type']}/{recipe['weight_type']} per-channel: " \
-           f"{recipe['reason']}"
-    return ExportedFiles(main=main, recipe=recipe, notes=[note])
-
-
-def export_openvino_int8(source: Any, calib: Any, out_dir: Path, options: Any) -> Any:
-    """openvino-int8 with ``--qat``: OpenVINO's ONNX frontend reads the QAT QDQ graph as FakeQuantize ops."""
-    import openvino as ov
-
-    from edgeq.errors import BackendError
-    from edgeq.runtimes.base import ExportedFiles
-    from edgeq.runtimes.openvino._openvino import _fix_inputs, _name_outputs, op_counts, save_ir
-
-    path, qdq_recipe = qdq_onnx(source, calib, options)
-    model = ov.convert_model(str(path))
-    _fix_inputs(model, source)
-    _name_outputs(model, source.output_names)
-    fake_quantize = op_counts(model)["FakeQuantize"]
-    if fake_quantize == 0:
-        raise BackendError(f"OpenVINO found no quantized ops in the QAT graph of {source.name}")
-    main = save_ir(model, out_dir, compress_to_fp16=False)
-    recipe = {"route": "QAT QDQ ONNX -> openvino.convert_model", "quantizer": qdq_recipe["quantizer"],
-              "weights": "int8 symmetric per-channel", "activations": qdq_recipe["activation_type"],
-              "reduce_range": qdq_recipe["reduce_range"], "fake_quantize_ops": fake_quantize,
-              "qat": qdq_recipe["qat"]}
-    return ExportedFiles(main=main, recipe=recipe,
-                         notes=[f"QAT {options.qat.epochs} epoch(s); {fake_quantize} FakeQuantize ops from QDQ"])
+    return [name for name in REGISTRY if adapter_for(name).supports_qat(name)]
 
 
 def prepare(source: Any, options: Any, tick: Callable[[str, str, int], None], backends: list[str]) -> Any:
@@ -298,8 +158,9 @@ def prepare(source: Any, options: Any, tick: Callable[[str, str, int], None], ba
     from edgeq.errors import ConfigError
 
     settings: QatSettings = options.qat
-    if not set(backends) & set(QAT_BACKENDS):
-        raise ConfigError(f"--qat applies to {', '.join(QAT_BACKENDS)}; none of them was requested (-b)")
+    capable = qat_backends()
+    if not set(backends) & set(capable):
+        raise ConfigError(f"--qat applies to {', '.join(capable)}; none of them was requested (-b)")
     check_source(source)
     _training_data(source, settings.train)
 

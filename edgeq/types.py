@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from edgeq.qat import QatSettings
 
 Feeds = dict[str, np.ndarray]
 """One model invocation's inputs, by input name. Calibration and evaluation samples have batch size 1."""
@@ -32,6 +29,28 @@ class SampleSet(Protocol):
     def __iter__(self) -> Iterator[Feeds]: ...
 
     def __len__(self) -> int: ...
+
+
+EpochHook = Callable[[str, int, int, float], None]
+"""``on_epoch(route, epoch, epochs, mean_loss)``, called after each finished QAT epoch."""
+
+
+@dataclass(frozen=True)
+class QatSettings:
+    """What ``--qat --epochs N --train DATA [--lr X]`` asks for."""
+
+    train: str
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 32
+    seed: int = 0
+    on_epoch: EpochHook | None = field(default=None, compare=False, repr=False)
+
+    def recipe(self, route: str, summary: dict[str, Any]) -> dict[str, Any]:
+        """The manifest's ``recipe["qat"]`` of a QAT artifact."""
+        return {"epochs": self.epochs, "lr": self.lr, "route": route, "train": self.train,
+                "batch_size": summary.get("batch_size", self.batch_size), "optimizer": "adam",
+                "final_loss": summary.get("final_loss")}
 
 
 @dataclass

@@ -105,7 +105,8 @@ def test_training_changes_weights_and_leaves_the_source_alone(tiny_model_file: P
 
     from edgeq.calibration import prepare_calibration
     from edgeq.models import load_model
-    from edgeq.qat import QatSettings, _qdq_quantizer, train_fake_quantized
+    from edgeq.qat import QatSettings, train_fake_quantized
+    from edgeq.runtimes.onnx._qat import _qdq_quantizer
 
     source = load_model(f"{tiny_model_file}:TinyCNN")
     try:

@@ -7,6 +7,7 @@ import os
 
 from edgeq.errors import BackendError
 from edgeq.runtimes import discover_backends
+from edgeq.runtimes.adapter import RuntimeAdapter, adapter_of
 from edgeq.runtimes.base import Backend, ExportedFiles
 
 REGISTRY: dict[str, str] = discover_backends()
@@ -82,6 +83,13 @@ def _import_plugins() -> None:
                 raise BackendError(f"{PLUGINS_ENV}: cannot import backend module {module!r}: {exc}") from None
 
 
+def adapter_for(name: str) -> RuntimeAdapter:
+    """The ``RuntimeAdapter`` of the runtime package that registers backend ``name``."""
+    get_backend(name)  # the one-line error for unknown or refused names
+    module = REGISTRY[name].split(":")[0]
+    return adapter_of(module.split(".")[2])
+
+
 def resolve(names: list[str]) -> list[str]:
     """Expand 'all' and 'tiers', drop duplicates, keep order, and reject unknown names."""
     out: list[str] = []
@@ -95,7 +103,7 @@ def resolve(names: list[str]) -> list[str]:
     return out
 
 
-__all__ = ["Backend", "ExportedFiles", "GROUPS", "OPT_IN", "PLUGINS_ENV", "REGISTRY", "TIERS", "backend_names",
-           "get_backend", "register_backend", "resolve"]
+__all__ = ["Backend", "ExportedFiles", "GROUPS", "OPT_IN", "PLUGINS_ENV", "REGISTRY", "TIERS", "adapter_for",
+           "backend_names", "get_backend", "register_backend", "resolve"]
 
 _import_plugins()

@@ -1,7 +1,8 @@
 """``edgeq explain``: which heavy ops really run in INT8, per-layer quantization error, and a plain verdict.
 
-One module per runtime inspects what the runtime *executes* (ORT's optimized graph, OpenVINO's runtime model,
-the TFLite interpreter's tensors), not what the file suggests.
+Each runtime's adapter (``RuntimeAdapter.explain``, code in ``edgeq/runtimes/<runtime>/_explain.py``) inspects what
+the runtime *executes* (ORT's optimized graph, OpenVINO's runtime model, the TFLite interpreter's tensors), not what
+the file suggests; this module holds what they share and picks the adapter by the artifact's file type.
 """
 
 from __future__ import annotations
@@ -76,13 +77,11 @@ def explain(path: Path, feeds: list[Feeds] | None = None) -> Explanation:
     path = Path(path)
     if not path.is_file():
         raise EdgeqError(f"artifact not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from edgeq.explain.onnx import explain_onnx as run
-    elif suffix == ".xml":
-        from edgeq.explain.openvino import explain_openvino as run
-    elif suffix == ".tflite":
-        from edgeq.explain.tflite import explain_tflite as run
-    else:
-        raise EdgeqError(f"cannot explain {path.name}: give a model.onnx, model.xml or model.tflite")
-    return run(path, feeds)
+    from edgeq.runtimes.adapter import adapters
+
+    known = adapters()
+    for adapter in known:
+        if path.suffix.lower() == adapter.artifact_suffix:
+            return adapter.explain(path, feeds)
+    names = [f"model{adapter.artifact_suffix}" for adapter in known]
+    raise EdgeqError(f"cannot explain {path.name}: give a {', '.join(names[:-1])} or {names[-1]}")

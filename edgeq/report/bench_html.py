@@ -6,8 +6,9 @@ from __future__ import annotations
 import html
 from datetime import datetime, timezone
 
-from edgeq.report.bench_render import _footnotes, visible_columns
+from edgeq.report.bench_columns import _footnotes, visible_columns
 from edgeq.report.bench_report import Report, ReportRow, is_fraction_metric, pareto_front
+from edgeq.runtimes.precision import REFERENCE_PRECISION, precision_info
 
 _CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 24px; color: #1d2330; }
@@ -57,15 +58,15 @@ def scatter_figure(device: str, model: str, rows: list[ReportRow]):  # type: ign
     points = [(r, r.p50_ms, _y_value(r, what)) for r in rows if r.status == "ok" and r.p50_ms is not None]
     points = [(r, x, y) for r, x, y in points if y is not None]
     fig = go.Figure()
-    colors = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#ff7f0e"}
-    for precision in sorted({r.precision for r, _, _ in points}, key=lambda p: (p != "fp32", p)):
+    for precision in sorted({r.precision for r, _, _ in points}, key=lambda p: (p != REFERENCE_PRECISION, p)):
+        info = precision_info(precision)
         mine = [(r, x, y) for r, x, y in points if r.precision == precision]
         fig.add_trace(go.Scatter(
             x=[x for _, x, _ in mine], y=[y for _, _, y in mine], mode="markers+text",
             text=[f"{r.backend} ×{r.threads}" for r, _, _ in mine], textposition="top center",
-            name=precision.upper() + (" (emulated timing)" if emulated else ""),
+            name=info.label + (" (emulated timing)" if emulated else ""),
             marker={"size": 13, "symbol": "diamond" if emulated else "circle",
-                    "color": colors.get(precision, "#9467bd"), "line": {"width": 1, "color": "#333"}},
+                    "color": info.color, "line": {"width": 1, "color": "#333"}},
             hovertemplate="%{text}<br>p50 %{x:.4g} ms<br>" + y_title + " %{y:.4g}<extra></extra>",
         ))
     title = f"{device} · {model}: p50 latency vs {y_title}"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from edgeq.errors import EdgeqError
 from edgeq.results import CellResult
+from edgeq.runtimes.precision import REFERENCE_PRECISION, precision_info
 
-REFERENCE_PRECISION = "fp32"
 SLOWER_FACTOR = 1.05  # INT8 p50 more than 5 % above FP32 → "slower"
 METRIC_DROP_POINTS = 1.0  # a drop of at least one accuracy point is worth a line
 COSINE_LOW = 0.99
@@ -307,15 +307,6 @@ def int8_support(system: dict[str, object]) -> tuple[bool | None, str]:
     return False, "CPU lacks VNNI (no avx512_vnni/avx_vnni)"
 
 
-TIER_HINTS = {
-    "w8a16": "no CPU runtime here has int16 kernels: ORT computes FP32 between 16-bit Q/DQ, LiteRT runs its 16x8 "
-             "reference kernels — an accuracy tier for 16x8 accelerators (docs/precision.md)",
-    "w4": "INT4 weight-only saves size; ORT (accuracy level 0) and OpenVINO decompress the weights to float, LiteRT's "
-          "dynamic INT4 runs integer kernels whose thread pool is slow to wake on busy cores (docs/precision.md)",
-}
-"""Why a tier beyond INT8 may be slower than FP32 (the findings' hint instead of the INT8 one)."""
-
-
 def find_anomalies(cells: list[CellResult], rows: list[ReportRow]) -> list[str]:
     """Plain-words findings: slow INT8, accuracy drops, low fidelity, noisy machines, thread scaling, failures."""
     by_id = {c.cell_id: c for c in cells}
@@ -324,15 +315,11 @@ def find_anomalies(cells: list[CellResult], rows: list[ReportRow]) -> list[str]:
     for row in real_rows:
         if row.precision == REFERENCE_PRECISION or row.speedup is None or row.speedup >= 1 / SLOWER_FACTOR:
             continue
-        if row.precision in ("fp16", "bf16"):
-            hint = ("FP16 saves size only: CPUs without native FP16 arithmetic (x86 without AVX512-FP16, ARM "
-                    "without asimdhp) convert to FP32 at run time")
-        elif row.precision in TIER_HINTS:
-            hint = TIER_HINTS[row.precision]
-        else:
+        hint = precision_info(row.precision).slower_hint
+        if hint is None:  # integer kernels: whether the CPU has fast INT8 instructions
             has_int8, why = int8_support(by_id[row.cell_id].system)
             hint = why if has_int8 is not True else f"{why}; check that the quantized ops run as INT8 kernels"
-        notes.append(f"{row.precision.upper()} slower than FP32 on {row.device} ({row.runtime} {row.backend}, "
+        notes.append(f"{precision_info(row.precision).label} slower than FP32 on {row.device} ({row.runtime} {row.backend}, "
                      f"{_plural(row.threads, 'thread')}): {1 / row.speedup:.2f}× the FP32 p50; {hint}")
     modest: dict[str, list[ReportRow]] = {}
     for row in real_rows:

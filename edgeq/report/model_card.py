@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from edgeq.manifest import Manifest, TensorInfo
-from edgeq.report.bench_render import _delta, _metric, _num, _speedup, metric_header
+from edgeq.report.bench_columns import _delta, _metric, _num, _speedup, metric_header
 from edgeq.report.bench_report import Report
 from edgeq.report.export_table import export_rows
 

@@ -30,7 +30,6 @@ from edgeq.errors import ConfigError
 
 FALLBACK_KEYS = {"onnx-qdq": "nodes_to_exclude", "tflite-int8": "tflite_exclude_modules"}
 """Backends whose sensitivity ranking (edgeq.accuracy) feeds a per-layer float fallback, and the option key."""
-QAT_BACKENDS = ("onnx-qdq", "openvino-int8", "tflite-int8")
 OPTION_CHOICES: dict[str, dict[str, list[Any]]] = {
     "tflite-int8": {"tflite_io": ["int8", "float"], "tflite_narrow_convs": ["int8", "float"]},
     "openvino-int8": {"openvino_preset": ["performance", "mixed"]},
@@ -111,7 +110,7 @@ def calib_methods_of(name: str, cls: type) -> list[str]:
 
 def capabilities(name: str, *, budget: bool, train: bool, torch_source: bool) -> BackendSpace:
     """Everything one backend supports, as a BackendSpace."""
-    from edgeq.backends import get_backend
+    from edgeq.backends import adapter_for, get_backend
 
     cls = get_backend(name)
     methods = calib_methods_of(name, cls)
@@ -121,7 +120,7 @@ def capabilities(name: str, *, budget: bool, train: bool, torch_source: bool) ->
         space.fallback = list(DEFAULT_FALLBACK)
     if name == "openvino-int8" and budget:
         space.accuracy_control = [False, True]
-    if train and torch_source and name in QAT_BACKENDS:
+    if train and torch_source and adapter_for(name).supports_qat(name):
         space.qat_epochs = list(DEFAULT_QAT_EPOCHS)
     return space
 

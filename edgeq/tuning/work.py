@@ -179,11 +179,14 @@ def _export(context: TuneContext, recipe: Recipe, key: str, layers: list[str]) -
 
 def _fallback_layers(context: TuneContext, recipe: Recipe) -> list[str]:
     """Layers of the top-``fallback`` groups of the sensitivity ranking, ranked on the recipe's plain PTQ artifact
-    (built first, cached) — ``edgeq.accuracy``'s rankings. The ranking is cached next to that artifact."""
-    from edgeq import accuracy
+    (built first, cached) by its runtime adapter (``RuntimeAdapter.rank_layers``, what accuracy control ranks
+    with). The ranking is cached next to that artifact."""
+    from edgeq.backends import ExportedFiles, adapter_for
     from edgeq.calibration import prepare_calibration
     from edgeq.evaluation import load_eval_set
+    from edgeq.manifest import Manifest
     from edgeq.models import load_model
+    from edgeq.types import ExportOptions
     from edgeq.workdirs import atomic_write_text
 
     base = recipe.model_copy(update={"fallback": 0})
@@ -198,17 +201,14 @@ def _fallback_layers(context: TuneContext, recipe: Recipe) -> list[str]:
         try:
             feeds = load_eval_set(context.eval_spec, list(source.inputs), source.layout,
                                   RANKING_SAMPLES).samples
-            if recipe.backend == "onnx-qdq":
-                from edgeq.manifest import Manifest
-
-                manifest = Manifest.read(Path(plain["manifest_dir"]) / "manifest.json")
-                main = Path(plain["manifest_dir"]) / str(manifest.artifact("onnx-qdq").path)
-                ranked = accuracy.rank_onnx_qdq(main, feeds)
-            else:
-                data = prepare_calibration(context.calib, source.inputs, source.layout,
-                                           samples=recipe.calib_samples or 300, seed=context.seed)
-                ranked = accuracy.rank_pt2e(source, data.calib, feeds,
-                                            recipe.options.get("tflite_narrow_convs") == "float")
+            manifest = Manifest.read(Path(plain["manifest_dir"]) / "manifest.json")
+            artifact = manifest.artifact(recipe.backend)
+            files = ExportedFiles(main=Path(plain["manifest_dir"]) / str(artifact.path), recipe=dict(artifact.recipe))
+            data = prepare_calibration(context.calib, source.inputs, source.layout,
+                                       samples=recipe.calib_samples or 300, seed=context.seed)
+            narrow = "float" if recipe.options.get("tflite_narrow_convs") == "float" else "int8"
+            ranked = adapter_for(recipe.backend).rank_layers(recipe.backend, source, data.calib, files, feeds,
+                                                             ExportOptions(tflite_narrow_convs=narrow))
         finally:
             source.close()
         groups = [g.layers for g in ranked]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
+
+from edgeq.runtimes.attention import AttentionEvidence
 
 EXTERNAL_DATA_THRESHOLD = 1_500_000_000
 """Protobuf caps a single file at 2 GB; below this size an artifact is one self-contained model.onnx."""
@@ -44,21 +47,35 @@ def load_full(path: Path):  # -> onnx.ModelProto
     return onnx.load(str(path), load_external_data=True)
 
 
+def detect_target() -> str:
+    from edgeq.targets.runner import cpu_flags
+
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64", "i686"):
+        flags = cpu_flags()
+        return "x86-vnni" if {"avx512_vnni", "avx_vnni"} & flags else "x86-avx2"
+    return "arm64" if machine in ("aarch64", "arm64") else "other"
+
+
 ATTENTION_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention"}
 
 
 def has_attention(path: Path) -> bool:
-    """An attention block in an ONNX graph: a fused attention op, or Softmax beside at least two MatMuls whose
-    operands are both activations (Q·Kᵀ and attention·V). Reads the graph only, not the weights."""
+    """An attention block in an ONNX graph (``edgeq.runtimes.attention``'s rule). Reads the graph only, not the
+    weights."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    return attention_evidence(onnx.load(str(path), load_external_data=False).graph).attention
+
+
+def attention_evidence(graph) -> AttentionEvidence:  # graph: onnx.GraphProto
+    """Fused attention ops, Softmax ops and MatMuls whose operands are both activations (Q·Kᵀ and attention·V)."""
     constants = {init.name for init in graph.initializer}
     constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
     ops = [node.op_type for node in graph.node]
     activation_matmuls = sum(1 for node in graph.node if node.op_type == "MatMul"
                              and not any(name in constants for name in node.input))
-    return bool(ATTENTION_OPS & set(ops)) or ("Softmax" in ops and activation_matmuls >= 2)
+    return AttentionEvidence(sum(op in ATTENTION_OPS for op in ops), ops.count("Softmax"), activation_matmuls)
 
 
 def residual_norm_nodes(path: Path) -> list[str]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import platform
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,23 +38,15 @@ import numpy as np
 from edgeq.errors import BackendError
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.onnx._onnx import (
+    detect_target,
     has_attention,
     load_full,
     mask_nodes,
     residual_norm_nodes,
     save_onnx,
 )
-from edgeq.targets.runner import cpu_flags
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": None}
-
-
-def detect_target() -> str:
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64", "i686"):
-        flags = cpu_flags()
-        return "x86-vnni" if {"avx512_vnni", "avx_vnni"} & flags else "x86-avx2"
-    return "arm64" if machine in ("aarch64", "arm64") else "other"
 
 
 def quant_types(target: str) -> dict[str, object]:
@@ -211,9 +202,9 @@ class OnnxQdq(Backend):
             raise BackendError(f"calibration method {options.calib_method!r} is not supported by onnx-qdq "
                                f"(ONNX Runtime offers: minmax, percentile, entropy)")
         if options.qat is not None and self.name == "onnx-qdq":  # QAT: QDQ from torchao PT2E (edgeq/qat.py)
-            from edgeq.qat import export_onnx_qdq
+            from edgeq.runtimes.onnx.adapter import ADAPTER
 
-            return export_onnx_qdq(source, calib, out_dir, options)
+            return ADAPTER.export_qat(self.name, source, calib, out_dir, options)
         target = str(options.extra.get("onnx_target") or detect_target())
         types = self.quant_types(target)
         forced = options.extra.get("onnx_attention_recipe")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import BackendError, ModelError, UnsupportedConversion, first_line
+from edgeq.runtimes.attention import AttentionEvidence
 
 ROUTES = ("torch", "onnx")
 DEFAULT_TORCH_ROUTE = "onnx"
@@ -188,8 +189,8 @@ def graph_kind(model: Any) -> tuple[str, dict[str, int]]:
     evidence = {"Convolution": counts["Convolution"] + counts["GroupConvolution"], "MatMul": counts["MatMul"],
                 "Softmax": counts["Softmax"] + counts["SoftMax"], "activation_MatMul": activation_matmuls(model),
                 "ScaledDotProductAttention": counts["ScaledDotProductAttention"]}
-    attention = evidence["ScaledDotProductAttention"] > 0 or (
-        evidence["Softmax"] > 0 and evidence["activation_MatMul"] >= 2)
+    attention = AttentionEvidence(evidence["ScaledDotProductAttention"], evidence["Softmax"],
+                                  evidence["activation_MatMul"]).attention
     return ("transformer" if attention else "cnn"), evidence
 
 

@@ -100,9 +100,9 @@ class OpenvinoInt8(Backend):
         estimator, estimator_label = range_estimator(method, options)
         self.require_calibration(calib)
         if options.qat is not None:  # quantization-aware training: the QAT QDQ graph (edgeq/qat.py)
-            from edgeq.qat import export_openvino_int8
+            from edgeq.runtimes.openvino.adapter import ADAPTER
 
-            return export_openvino_int8(source, calib, out_dir, options)
+            return ADAPTER.export_qat(self.name, source, calib, out_dir, options)
         notes: list[str] = []
         model, route = convert_source(source, torch_route(options), notes)
         kind, evidence = graph_kind(model)

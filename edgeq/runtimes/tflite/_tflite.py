@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgeq.errors import UnsupportedConversion
+from edgeq.runtimes.attention import AttentionEvidence
 from edgeq.runtimes.base import Backend, ExportedFiles
 
 
@@ -125,14 +126,39 @@ def _excluding_quantizer(excluded: list[str]):
 
 
 def has_attention(graph) -> bool:
-    """An attention pattern in an exported FX graph: scaled-dot-product attention, or a softmax feeding a matmul."""
+    """An attention pattern in an exported FX graph (``edgeq.runtimes.attention``'s rule)."""
+    return attention_evidence(graph).attention
+
+
+WEIGHT_VIEW_OPS = ("get_attr", "transpose", "permute", "t.default", "view", "reshape", "expand", "unsqueeze",
+                   "contiguous", "_to_copy", "clone", "dequantize")
+"""FX ops that only re-view a weight (so a matmul reading them multiplies by a weight)."""
+
+
+def _from_weights(node, depth: int = 0) -> bool:
+    import torch
+
+    if node.op == "get_attr":
+        return True
+    if node.op != "call_function" or depth > 6 or not any(op in str(node.target) for op in WEIGHT_VIEW_OPS):
+        return False
+    inputs = [a for a in node.args if isinstance(a, torch.fx.Node)]
+    return bool(inputs) and all(_from_weights(a, depth + 1) for a in inputs)
+
+
+def attention_evidence(graph) -> AttentionEvidence:
+    """Scaled-dot-product attention ops, softmax ops and matmuls of two activations in an FX graph module."""
+    import torch
+
+    fused = softmax = activation_matmuls = 0
     for node in graph.graph.nodes:
         target = str(node.target)
-        if "scaled_dot_product_attention" in target:
-            return True
-        if "softmax" in target and any(any(op in str(user.target) for op in ("matmul", "bmm")) for user in node.users):
-            return True
-    return False
+        fused += "scaled_dot_product_attention" in target
+        softmax += "softmax" in target
+        if node.op == "call_function" and any(op in target for op in ("matmul", "bmm")):
+            inputs = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+            activation_matmuls += len(inputs) == 2 and not any(_from_weights(a) for a in inputs)
+    return AttentionEvidence(fused, softmax, activation_matmuls)
 
 
 def ptq_quantizer(graph, exclude_modules: list[str] | None = None):  # -> (PT2EQuantizer, per_channel)

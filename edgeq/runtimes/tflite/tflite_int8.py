@@ -48,15 +48,10 @@ class TfliteInt8(Backend):
             main = _tflite_keras.convert(source, out_dir / "model.tflite", "int8", calib, options.tflite_io)
             return ExportedFiles(main=main, recipe=_tflite_keras.recipe(source, "int8", options.tflite_io),
                                  notes=[f"{_tflite_keras.NOTES['int8']}; {options.tflite_io} model I/O"])
-        if options.qat is not None and options.tflite_io != "int8":
-            raise BackendError("--tflite-io float is not available with --qat yet: the QAT lowering writes int8 I/O")
         if options.qat is not None:  # quantization-aware training (edgeq/qat.py), then the same lowering
-            from edgeq.qat import export_tflite_int8
+            from edgeq.runtimes.tflite.adapter import ADAPTER
 
-            main, qat = export_tflite_int8(source, calib, out_dir / "model.tflite", options.qat, self.name)
-            return ExportedFiles(main=main, recipe={"route": "litert-torch PT2E", "per_channel": True, "symmetric": True,
-                                                    "io": "int8", "layout": source.layout, "qat": qat},
-                                 notes=[f"QAT {options.qat.epochs} epoch(s); full integer: int8 weights, activations and I/O"])
+            return ADAPTER.export_qat(self.name, source, calib, out_dir, options)
         if source.framework == "onnx":
             return self._onnx_chain(source, calib, out_dir, options)
         return self._litert(source, calib, out_dir, options)

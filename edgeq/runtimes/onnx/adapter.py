@@ -1,0 +1,103 @@
+"""ONNX Runtime's ``RuntimeAdapter``: QAT lowered to QDQ ONNX, accuracy control by ranking QDQ activations (ORT
+``qdq_loss_debug``) and excluding nodes or raising activations to int16, explain over ORT's optimized graph."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.runtimes.adapter import (
+    RANKING_SAMPLES,
+    AdapterBase,
+    Attempt,
+    ControlPlan,
+    ControlRequest,
+    LayerGroup,
+    channel_sqnr,
+    float_attempt,
+    ranked_attempts,
+    with_extra,
+)
+from edgeq.runtimes.base import ExportedFiles
+from edgeq.types import ExportOptions, Feeds
+
+
+def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
+    """Quantized activations of a QDQ model, worst median per-channel SQNR first, with producer + consumer nodes."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import create_activation_matching
+    from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX
+
+    from edgeq.runtimes.onnx._explain import intermediate_activations
+
+    with tempfile.TemporaryDirectory() as tmp:
+        matching = create_activation_matching(intermediate_activations(Path(model), feeds, Path(tmp)))
+    graph = onnx.load(str(model), load_external_data=False).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    qdq_ops = {"QuantizeLinear", "DequantizeLinear"}
+    groups = []
+    for tensor, pair in matching.items():
+        if "pre_qdq" not in pair or "post_qdq" not in pair:
+            continue
+        sqnr = float(np.mean([channel_sqnr(a, b) for a, b in zip(pair["pre_qdq"], pair["post_qdq"])]))
+        layers = []
+        producer = producers.get(tensor)
+        if producer is not None and producer.op_type not in qdq_ops and producer.name:
+            layers.append(producer.name)
+        dq_out = tensor + DEQUANT_OUTPUT_SUFFIX
+        layers += [n.name for n in graph.node if n.op_type not in qdq_ops and n.name
+                   and (dq_out in n.input or tensor in n.input) and n.name not in layers]
+        if layers:
+            groups.append(LayerGroup(tensor, round(sqnr, 2), layers))
+    return sorted(groups, key=lambda g: g.sqnr_db)
+
+
+class OnnxAdapter(AdapterBase):
+    runtime = "onnxruntime"
+    artifact_suffix = ".onnx"
+    package = "onnx"
+    qat_backends = frozenset({"onnx-qdq"})
+    controlled_backends = frozenset({"onnx-qdq"})
+    fallback_tiers = ("int16", "fp32")
+    """``--fallback tiered``: int16 activations on the top-k tensors (weights stay int8), then their nodes float."""
+
+    def export_qat(self, backend: str, source: Any, calib: Any, out_dir: Path, options: ExportOptions
+                   ) -> ExportedFiles:
+        from edgeq.runtimes.onnx._qat import export_onnx_qdq
+
+        return export_onnx_qdq(source, calib, out_dir, options)
+
+    def rank_layers(self, backend: str, source: Any, calib: Any, plain: ExportedFiles, feeds: list[Feeds],
+                    options: ExportOptions) -> list[LayerGroup]:
+        return rank_onnx_qdq(plain.main, feeds)
+
+    def control_plan(self, backend: str, source: Any, calib: Any, plain: ExportedFiles, options: ExportOptions,
+                     request: ControlRequest, tiered: bool) -> ControlPlan:
+        def move(tier: str, top: list[LayerGroup]) -> Attempt:
+            if tier != "int16":
+                return float_attempt(options, "nodes_to_exclude", tier, top)
+            tensors = [g.tensor for g in top]
+            return Attempt(with_extra(options, "int16_tensors", tensors), {"int16_tensors": tensors},
+                           layer_tiers={t: "int16 activations" for t in tensors})
+
+        tiers = self.fallback_tiers if tiered else ("fp32",)
+        return ControlPlan(
+            "median per-channel SQNR of each QDQ activation (ORT qdq_loss_debug); nodes_to_exclude",
+            lambda: self.rank_layers(backend, source, calib, plain, request.samples[:RANKING_SAMPLES], options),
+            lambda groups: ranked_attempts(groups, tiers, move))
+
+    def explain(self, path: Path, feeds: list[Feeds] | None) -> Any:
+        from edgeq.runtimes.onnx._explain import explain_onnx
+
+        return explain_onnx(path, feeds)
+
+    def has_attention(self, graph: Any) -> bool:
+        from edgeq.runtimes.onnx._onnx import attention_evidence
+
+        return attention_evidence(graph).attention
+
+
+ADAPTER = OnnxAdapter()
