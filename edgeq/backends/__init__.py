@@ -9,18 +9,26 @@ from edgeq.errors import BackendError
 from edgeq.runtimes import discover_backends
 from edgeq.runtimes.adapter import RuntimeAdapter, adapter_of
 from edgeq.runtimes.base import Backend, ExportedFiles
+from edgeq.runtimes.precision import precision_info
 
 REGISTRY: dict[str, str] = discover_backends()
 """``{cli name: "module:Class"}``, in manifest order: runtime packages alphabetically, then by precision. Each
 runtime package registers its backends by their module names (``edgeq/runtimes/<runtime>/<runtime>_*.py``)."""
 
-TIERS: tuple[str, ...] = ("onnx-w8a16", "onnx-w4", "openvino-w4", "tflite-w8a16", "tflite-w4")
+
+def _precision(target: str) -> str:
+    module_name, class_name = target.split(":")
+    return str(getattr(importlib.import_module(module_name), class_name).precision)
+
+
+TIERS: tuple[str, ...] = tuple(name for name, target in REGISTRY.items() if precision_info(_precision(target)).tier)
 """Precision tiers beyond INT8 (docs/precision.md): accuracy or size tiers, none faster than INT8 on the CPUs
 measured (W8A16 runs 2-21x FP32 without int16 kernels). Exported when named, or all at once as ``-b tiers``."""
 
 # Rows exported only when named, never part of 'all' (whose ten rows run in the precision their names say on any
 # CPU and are the speed candidates): openvino-bf16 needs AVX512-BF16 or AMX-BF16; the tiers above.
-OPT_IN: frozenset[str] = frozenset({"openvino-bf16", *TIERS})
+OPT_IN: frozenset[str] = frozenset(
+    [name for name, target in REGISTRY.items() if precision_info(_precision(target)).opt_in] + list(TIERS))
 GROUPS: dict[str, tuple[str, ...]] = {"tiers": TIERS}
 
 

@@ -27,12 +27,18 @@ def explain(
     """Explain which heavy ops run in INT8, where quantization error accumulates, and why."""
     from rich.table import Table
 
+    from edgeq.errors import EdgeqError
     from edgeq.explain import explain as run_explain
-    from edgeq.targets.runner import open_session, random_feeds
+    from edgeq.targets.runner import RunnerError, open_session, random_feeds
     from edgeq.ui import console
 
     path = _artifact_file(artifact)
-    session = open_session(str(path), threads=1)
+    if not path.is_file():
+        raise EdgeqError(f"artifact not found: {path}")
+    try:
+        session = open_session(str(path), threads=1)
+    except RunnerError as exc:  # unknown file type or a file the runtime cannot load: one line, no traceback
+        raise EdgeqError(f"cannot explain {path}: {exc}") from None
     if eval_set:
         from edgeq.calibration import open_dataset
         from edgeq.types import TensorSpec

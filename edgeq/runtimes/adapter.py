@@ -156,6 +156,16 @@ class AdapterBase:
                     options: ExportOptions) -> list[LayerGroup]:
         raise NotImplementedError(f"{backend} has no sensitivity ranking")
 
+    def ranked_plan(self, method: str, tiers: Sequence[str], move: Callable[[str, list[LayerGroup]], Attempt],
+                    backend: str, source: Any, calib: Any, plain: ExportedFiles, options: ExportOptions,
+                    request: ControlRequest) -> ControlPlan:
+        """The plan of a runtime that ranks: ``rank_layers`` on the first ``RANKING_SAMPLES`` eval samples, then the
+        top-k groups through ``tiers`` (``move`` builds each rebuild)."""
+        return ControlPlan(
+            method,
+            lambda: self.rank_layers(backend, source, calib, plain, request.samples[:RANKING_SAMPLES], options),
+            lambda groups: ranked_attempts(groups, tiers, move))
+
 
 def with_extra(options: ExportOptions, key: str, value: object) -> ExportOptions:
     """A copy of ``options`` with ``extra[key] = value``."""
@@ -179,6 +189,14 @@ def channel_sqnr(pre: np.ndarray, post: np.ndarray) -> float:
         return float("inf")
     sqnr = 10 * np.log10(signal[live] / np.maximum(noise[live], 1e-30))
     return float(np.median(sqnr))
+
+
+def sqnr_ranking(pairs: list[tuple[str, list[np.ndarray], list[np.ndarray], list[str]]]) -> list[LayerGroup]:
+    """Layer groups from ``(tensor, float values, quantized values, layers)`` per quantized activation (one value per
+    sample): the mean over samples of ``channel_sqnr``, worst first; groups without layers are dropped."""
+    groups = [LayerGroup(tensor, round(float(np.mean([channel_sqnr(a, b) for a, b in zip(pre, post)])), 2), layers)
+              for tensor, pre, post, layers in pairs if layers]
+    return sorted(groups, key=lambda g: g.sqnr_db)
 
 
 def ranked_attempts(groups: list[LayerGroup], tiers: Sequence[str],

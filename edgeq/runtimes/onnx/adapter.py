@@ -7,18 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeq.runtimes.adapter import (
-    RANKING_SAMPLES,
     AdapterBase,
     Attempt,
     ControlPlan,
     ControlRequest,
     LayerGroup,
-    channel_sqnr,
     float_attempt,
-    ranked_attempts,
+    sqnr_ranking,
     with_extra,
 )
 from edgeq.runtimes.base import ExportedFiles
@@ -38,11 +34,10 @@ def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
     graph = onnx.load(str(model), load_external_data=False).graph
     producers = {out: node for node in graph.node for out in node.output}
     qdq_ops = {"QuantizeLinear", "DequantizeLinear"}
-    groups = []
+    pairs = []
     for tensor, pair in matching.items():
         if "pre_qdq" not in pair or "post_qdq" not in pair:
             continue
-        sqnr = float(np.mean([channel_sqnr(a, b) for a, b in zip(pair["pre_qdq"], pair["post_qdq"])]))
         layers = []
         producer = producers.get(tensor)
         if producer is not None and producer.op_type not in qdq_ops and producer.name:
@@ -50,9 +45,8 @@ def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
         dq_out = tensor + DEQUANT_OUTPUT_SUFFIX
         layers += [n.name for n in graph.node if n.op_type not in qdq_ops and n.name
                    and (dq_out in n.input or tensor in n.input) and n.name not in layers]
-        if layers:
-            groups.append(LayerGroup(tensor, round(sqnr, 2), layers))
-    return sorted(groups, key=lambda g: g.sqnr_db)
+        pairs.append((tensor, pair["pre_qdq"], pair["post_qdq"], layers))
+    return sqnr_ranking(pairs)
 
 
 class OnnxAdapter(AdapterBase):
@@ -83,11 +77,9 @@ class OnnxAdapter(AdapterBase):
             return Attempt(with_extra(options, "int16_tensors", tensors), {"int16_tensors": tensors},
                            layer_tiers={t: "int16 activations" for t in tensors})
 
-        tiers = self.fallback_tiers if tiered else ("fp32",)
-        return ControlPlan(
+        return self.ranked_plan(
             "median per-channel SQNR of each QDQ activation (ORT qdq_loss_debug); nodes_to_exclude",
-            lambda: self.rank_layers(backend, source, calib, plain, request.samples[:RANKING_SAMPLES], options),
-            lambda groups: ranked_attempts(groups, tiers, move))
+            self.fallback_tiers if tiered else ("fp32",), move, backend, source, calib, plain, options, request)
 
     def explain(self, path: Path, feeds: list[Feeds] | None) -> Any:
         from edgeq.runtimes.onnx._explain import explain_onnx

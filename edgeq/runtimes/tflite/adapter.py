@@ -11,15 +11,13 @@ from typing import Any
 import numpy as np
 
 from edgeq.runtimes.adapter import (
-    RANKING_SAMPLES,
     AdapterBase,
     Attempt,
     ControlPlan,
     ControlRequest,
     LayerGroup,
-    channel_sqnr,
     float_attempt,
-    ranked_attempts,
+    sqnr_ranking,
     with_extra,
 )
 from edgeq.runtimes.base import ExportedFiles
@@ -67,16 +65,9 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: b
         recorder = Recorder(graph)
         for sample in feeds:
             recorder.run(*source.example_inputs(sample))
-    groups = []
-    for pre, dq in pairs:
-        if not values[pre]:
-            continue
-        sqnr = float(np.mean([channel_sqnr(a, b) for a, b in zip(values[pre], values[dq])]))
-        layers = [_layer_id(n) for n in [pre, *dq.users] if n.op == "call_function"]
-        layers = list(dict.fromkeys(layers))
-        if layers:
-            groups.append(LayerGroup(pre.name, round(sqnr, 2), layers))
-    return sorted(groups, key=lambda g: g.sqnr_db)
+    return sqnr_ranking([(pre.name, values[pre], values[dq],
+                          list(dict.fromkeys(_layer_id(n) for n in [pre, *dq.users] if n.op == "call_function")))
+                         for pre, dq in pairs if values[pre]])
 
 
 def rank_onnx2tf(source: Any, calib: Any) -> list[LayerGroup]:
@@ -132,10 +123,7 @@ class TfliteAdapter(AdapterBase):
         def move(tier: str, top: list[LayerGroup]) -> Attempt:
             return float_attempt(rebuild, key, tier, top)
 
-        return ControlPlan(
-            method,
-            lambda: self.rank_layers(backend, source, calib, plain, request.samples[:RANKING_SAMPLES], options),
-            lambda groups: ranked_attempts(groups, ("fp32",), move))
+        return self.ranked_plan(method, ("fp32",), move, backend, source, calib, plain, options, request)
 
     def explain(self, path: Path, feeds: list[Feeds] | None) -> Any:
         from edgeq.runtimes.tflite._explain import explain_tflite
