@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeq.backends import onnx_qdq
+from edgeq.runtimes.onnx import onnx_qdq
 
 
 def _conv_model(path: Path, size: int = 32) -> Path:
