@@ -84,6 +84,7 @@ def export_all(model_path: Path, calib_count: int, work: Path) -> tuple[dict[str
 
 def op_summary(path: Path) -> str:
     import openvino as ov
+
     from edgeq.targets.runner import openvino_config
 
     model = ov.Core().compile_model(str(path), "CPU", openvino_config(1, "f32")).get_runtime_model()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import edgeq  # noqa: E402
 from edgeq.measure import interleaved_latency  # noqa: E402
-from edgeq.runtimes.onnx._onnx import cpu_flags  # noqa: E402
+from edgeq.targets.runner import cpu_flags  # noqa: E402
 
 RUNTIMES = {
     "onnxruntime": ["onnx-fp32", "onnx-qdq", "onnx-w8a16", "onnx-w4"],
