@@ -55,6 +55,23 @@ def test_capabilities_come_from_the_adapters() -> None:
         backends.adapter_for("onnx-int3")
 
 
+def test_a_backend_registered_from_outside_gets_the_adapter_of_its_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeq.runtimes.base import Backend
+
+    class Outside(Backend):
+        name = "outside-int8"
+        runtime = "openvino"
+        precision = "int8"
+
+    monkeypatch.setitem(backends.REGISTRY, Outside.name, f"{__name__}:Outside")
+    monkeypatch.setattr(sys.modules[__name__], "Outside", Outside, raising=False)
+    adapter = backends.adapter_for("outside-int8")
+    assert adapter.runtime == "openvino" and not adapter.supports_qat("outside-int8")
+    from edgeq.qat import qat_backends
+
+    assert "outside-int8" not in qat_backends()
+
+
 RUNTIME_INIT = '"""A runtime added by one package."""\n'
 BACKEND_MODULE = '''
 from edgeq.runtimes.base import Backend, ExportedFiles

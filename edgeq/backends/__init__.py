@@ -7,7 +7,7 @@ import os
 
 from edgeq.errors import BackendError
 from edgeq.runtimes import discover_backends
-from edgeq.runtimes.adapter import RuntimeAdapter, adapter_of
+from edgeq.runtimes.adapter import RuntimeAdapter, adapter_of, adapters
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.precision import precision_info
 
@@ -92,10 +92,15 @@ def _import_plugins() -> None:
 
 
 def adapter_for(name: str) -> RuntimeAdapter:
-    """The ``RuntimeAdapter`` of the runtime package that registers backend ``name``."""
-    get_backend(name)  # the one-line error for unknown or refused names
-    module = REGISTRY[name].split(":")[0]
-    return adapter_of(module.split(".")[2])
+    """The ``RuntimeAdapter`` of backend ``name``: its runtime package's, or for a backend registered from outside
+    edgeq (``register_backend``) the adapter of the runtime it declares."""
+    cls = get_backend(name)  # the one-line error for unknown or refused names
+    if cls.__module__.startswith("edgeq.runtimes."):
+        return adapter_of(cls.__module__.split(".")[2])
+    for adapter in adapters():
+        if adapter.runtime == cls.runtime:
+            return adapter
+    raise BackendError(f"backend {name}: no runtime package runs {cls.runtime!r}")
 
 
 def resolve(names: list[str]) -> list[str]:
