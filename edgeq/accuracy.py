@@ -295,6 +295,8 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
                                  "onnx2tf route); those ops and their consumers left float by the converter")
                 groups, key = rank_onnx2tf(source, calib), "tflite_float_nodes"
                 options = _with_extra(options, "tflite_route", "onnx2tf")
+                # the ops the route's recipe search left float stay float (edgeq/tools/tflite_recipe.py)
+                options = _with_extra(options, key, list(plain.files.recipe.get("float_tensors") or []))
             else:
                 record.method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
                 groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES],

@@ -27,6 +27,8 @@ import sys
 import tempfile
 import traceback
 
+import tflite_recipe  # a sibling file: this script runs as a file in the tool environment, not as part of edgeq
+
 PSEUDO_OPERATORS = ["erf"]
 """Ops TFLite has no builtin for, which onnx2tf rewrites with builtins: ``Erf`` (GELU in PP-OCRv5/v6 detectors:
 "'tf.Erf' op is neither a custom op nor a flex op" otherwise)."""
@@ -132,7 +134,7 @@ def _consumers(ops: list[dict], names: dict[int, str], tensor: int | None, depth
     return found
 
 
-def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
+def _ranked_tensors(tf, np, calibrated: bytes, representative) -> list[dict]:
     """Per-op quantization error of the INT8 model, worst first: TFLite's QuantizationDebugger runs each quantized op
     beside its float version on the same (quantized) inputs; the error is the median per-channel SQNR of the op's
     output. Each entry names the op's output tensor and the output tensors of the ops that read it (to leave a
@@ -140,8 +142,11 @@ def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
     import csv
     import io
 
+    from tensorflow.lite.python import convert as tflite_convert
+
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=representative,
+        quant_debug_model_content=tflite_convert.mlir_quantize(calibrated, enable_numeric_verify=True),
+        debug_dataset=representative,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(
             layer_direct_compare_metrics={"sqnr": lambda f, q, s, z: _channel_sqnr(f, _dequantized(np, q, s, z))}))
     debugger.run()
@@ -150,7 +155,7 @@ def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
     rows = [row for row in csv.DictReader(io.StringIO(dump.getvalue())) if row.get("sqnr")]
     # the op graph of the plain quantized model; its tensor names are the statistics' names, except where the
     # converter added a suffix digit to keep names unique (a float I/O model's last op output 'PartitionedCall:01')
-    interpreter = tf.lite.Interpreter(model_content=debugger.get_nondebug_quantized_model())
+    interpreter = tf.lite.Interpreter(model_content=tflite_convert.mlir_quantize(calibrated))
     names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()  # noqa: SLF001 - inputs / outputs per op
     known = {row["tensor_name"] for row in rows}
@@ -317,6 +322,41 @@ def _output_tails(interpreter, limit: int = 64) -> list[str]:
     return tail
 
 
+GELU_CHECK = "input_tensor_2.numpy() == 1.4142135"
+
+
+def _gelu_fusion() -> bool:
+    """Let onnx2tf 1.29 fuse ``Div(x, √2) → Erf → Add(1) → Mul(x) → Mul(0.5)`` into one ``tf.nn.gelu`` (TFLite's
+    GELU builtin, which has an int8 kernel); returns whether the fix applies to this onnx2tf. Its pattern check never
+    matched: it reads the divisor with ``.numpy()``, which an ONNX initializer (a numpy array) lacks, and compares the
+    float32 value with the float64 literal 1.4142135 exactly. PP-OCRv5/v6 GELUs otherwise become pseudo-Erf chains
+    (Abs, Div, Exp, Mul, Sub), each op quantized to int8 on its own. The divisor is handed over as a TensorFlow constant
+    (``tf.math.divide`` gives the same result) and the check compares in float32."""
+    import inspect
+    import textwrap
+
+    import numpy as np
+    import onnx2tf.ops.Div as div_op
+    import tensorflow as tf
+
+    source = textwrap.dedent(inspect.getsource(div_op.make_node))
+    if GELU_CHECK not in source:
+        return False
+    exec(compile(source.replace(GELU_CHECK, "input_tensor_2.numpy() == np.float32(1.4142135)"),  # noqa: S102
+                 div_op.__file__, "exec"), div_op.__dict__)
+    original = div_op.replace_parameter
+
+    def replace_parameter(**kwargs):
+        value = original(**kwargs)
+        if isinstance(value, np.ndarray) and value.size == 1 and value.dtype == np.float32 \
+                and value.reshape(-1)[0] == np.float32(1.4142135):
+            return tf.constant(value)
+        return value
+
+    div_op.replace_parameter = replace_parameter
+    return True
+
+
 def convert(args: argparse.Namespace) -> dict:
     import numpy as np
     import onnx
@@ -336,6 +376,7 @@ def convert(args: argparse.Namespace) -> dict:
     rewritten = {"squeeze_unsqueeze_as_reshape": _squeezes_as_reshapes(model, shapes),
                  "split_as_slices": _splits_as_slices(model, shapes)}
     _no_downloads(onnx2tf, samples, input_names)
+    rewritten["gelu_fusion_fix"] = _gelu_fusion()
     with tempfile.TemporaryDirectory() as work:
         sanitized = os.path.join(work, "model.onnx")
         onnx.save(model, sanitized)
@@ -375,32 +416,37 @@ def convert(args: argparse.Namespace) -> dict:
                 made.inference_output_type = tf.int8
         return made
 
-    def representative():
-        for index in range(len(samples)):
+    def representative(limit: int | None = None):
+        for index in range(min(len(samples), limit or len(samples))):
             feeds = samples[index]
             yield [feeds[name] for name in input_names]
 
     float_nodes = json.loads(args.float_nodes) if args.float_nodes else []
     report: dict = {"ok": True, "output_perms": perms, "onnx_rewrites": rewritten, "onnx2tf": onnx2tf.__version__, "tensorflow": tf.__version__,
                     "float_nodes": float_nodes}
-    if args.rank:
-        report["ranked"] = _ranked_tensors(tf, np, converter("float"), representative)
-        return report
-    if args.float_outputs and args.mode == "int8":  # mixed-range outputs: written by float ops, float model I/O
-        args.io = "float"
-        float_model = tf.lite.Interpreter(model_content=converter("float").convert())
-        report["float_outputs"] = _output_tails(float_model)
-        float_nodes = list(dict.fromkeys(float_nodes + report["float_outputs"]))
-    if float_nodes:  # selective quantization: the named op outputs (and so their ops) stay float
-        made = converter()
-        made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=made, debug_dataset=representative,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_nodes=float_nodes, fully_quantize=args.io == "int8"))
-        flatbuffer = debugger.get_nondebug_quantized_model()
-    else:
+    if args.mode != "int8":
         flatbuffer = converter().convert()
+    else:  # one calibration; every INT8 variant is quantized from it (edgeq/tools/tflite_recipe.py)
+        calibrated = tflite_recipe.calibrate(converter("float"))
+
+        def ranked() -> list[dict]:  # on the first calibration samples, like the candidates' scores
+            return _ranked_tensors(tf, np, calibrated, lambda: representative(tflite_recipe.SCORE_SAMPLES))
+
+        if args.rank:
+            report["ranked"] = ranked()
+            return report
+        base: list[str] = []
+        if args.float_outputs:  # mixed-range outputs: written by float ops, float model I/O
+            args.io = "float"
+            report["float_outputs"] = base = _output_tails(
+                tf.lite.Interpreter(model_content=tflite_recipe.quantize(calibrated, "float")))
+        if float_nodes:  # accuracy control's rebuild: the named op outputs (and so their ops) stay float
+            flatbuffer = tflite_recipe.quantize(calibrated, args.io, list(dict.fromkeys(base + float_nodes)))
+        else:  # the recipe picked by fidelity on the calibration samples
+            scored = list(representative(tflite_recipe.SCORE_SAMPLES))
+            references = [session.run(None, dict(zip(input_names, values))) for values in scored]
+            flatbuffer, report["recipe_search"] = tflite_recipe.pick(
+                np, calibrated, args.io, ranked, scored, references, lambda text: print(text, file=sys.stderr), base)
     with open(args.out, "wb") as handle:
         handle.write(flatbuffer)
     return report
