@@ -322,41 +322,6 @@ def _output_tails(interpreter, limit: int = 64) -> list[str]:
     return tail
 
 
-GELU_CHECK = "input_tensor_2.numpy() == 1.4142135"
-
-
-def _gelu_fusion() -> bool:
-    """Let onnx2tf 1.29 fuse ``Div(x, √2) → Erf → Add(1) → Mul(x) → Mul(0.5)`` into one ``tf.nn.gelu`` (TFLite's
-    GELU builtin, which has an int8 kernel); returns whether the fix applies to this onnx2tf. Its pattern check never
-    matched: it reads the divisor with ``.numpy()``, which an ONNX initializer (a numpy array) lacks, and compares the
-    float32 value with the float64 literal 1.4142135 exactly. PP-OCRv5/v6 GELUs otherwise become pseudo-Erf chains
-    (Abs, Div, Exp, Mul, Sub), each op quantized to int8 on its own. The divisor is handed over as a TensorFlow constant
-    (``tf.math.divide`` gives the same result) and the check compares in float32."""
-    import inspect
-    import textwrap
-
-    import numpy as np
-    import onnx2tf.ops.Div as div_op
-    import tensorflow as tf
-
-    source = textwrap.dedent(inspect.getsource(div_op.make_node))
-    if GELU_CHECK not in source:
-        return False
-    exec(compile(source.replace(GELU_CHECK, "input_tensor_2.numpy() == np.float32(1.4142135)"),  # noqa: S102
-                 div_op.__file__, "exec"), div_op.__dict__)
-    original = div_op.replace_parameter
-
-    def replace_parameter(**kwargs):
-        value = original(**kwargs)
-        if isinstance(value, np.ndarray) and value.size == 1 and value.dtype == np.float32 \
-                and value.reshape(-1)[0] == np.float32(1.4142135):
-            return tf.constant(value)
-        return value
-
-    div_op.replace_parameter = replace_parameter
-    return True
-
-
 def convert(args: argparse.Namespace) -> dict:
     import numpy as np
     import onnx
@@ -376,7 +341,6 @@ def convert(args: argparse.Namespace) -> dict:
     rewritten = {"squeeze_unsqueeze_as_reshape": _squeezes_as_reshapes(model, shapes),
                  "split_as_slices": _splits_as_slices(model, shapes)}
     _no_downloads(onnx2tf, samples, input_names)
-    rewritten["gelu_fusion_fix"] = _gelu_fusion()
     with tempfile.TemporaryDirectory() as work:
         sanitized = os.path.join(work, "model.onnx")
         onnx.save(model, sanitized)
