@@ -10,8 +10,9 @@ Steps:
 2. Each Keras output is matched with the ONNX Runtime output of the same index on a calibration sample: onnx2tf
    turns channel-first outputs channel-last, so the permutation back to the ONNX shape is found by value.
 3. A ``tf.function`` (ONNX-layout inputs, ONNX-layout outputs) is converted by ``tf.lite.TFLiteConverter``:
-   FP32, or full-integer INT8 with the calibration samples as representative dataset (int8 or float32 model I/O).
-   ``--float-nodes``: tensors (op outputs) left in float through TFLite's QuantizationDebugger (selective
+   FP32, or full-integer INT8 with the calibration samples as representative dataset (int8 or float32 model I/O),
+   calibrated once; the INT8 recipe (full integer, or the worst-ranked ops float) is picked by fidelity on the
+   calibration samples (``tflite_recipe.py``). ``--float-nodes``: tensors (op outputs) left in float through TFLite's QuantizationDebugger (selective
    quantization), for accuracy control. ``--rank``: per-op quantization error of the INT8 model (median per-channel
    SQNR of each op's output vs the same op run in float), written as JSON.
 Prints one JSON line on stdout at the end: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
