@@ -105,8 +105,16 @@ def reads_and_writes_floats(node) -> bool:
     ``"histogram_cpu" not implemented for 'Long'``; such ops are left unannotated (integer ops stay integer)."""
     import torch
 
-    values = [node.meta.get("val"), *(arg.meta.get("val") for arg in node.all_input_nodes)]
-    return all(not isinstance(value, torch.Tensor) or value.is_floating_point() for value in values)
+    def value(of):  # a constant read with get_attr (onnx2fx's folded static values) has no "val" metadata
+        if of.op == "get_attr" and of.graph.owning_module is not None:
+            found = of.graph.owning_module
+            for part in str(of.target).split("."):
+                found = getattr(found, part, None)
+            return found
+        return of.meta.get("val")
+
+    values = [value(node), *(value(arg) for arg in node.all_input_nodes)]
+    return all(not isinstance(found, torch.Tensor) or found.is_floating_point() for found in values)
 
 
 def _excluding_quantizer(excluded: list[str]):
