@@ -635,12 +635,22 @@ def _worst(fidelity: list[dict[str, Any]] | None, dense: bool = False) -> float 
     return min(f["pooled"] if dense and "pooled" in f else f["worst"] for f in fidelity)
 
 
+def short_route(cell: dict[str, Any]) -> str:
+    """The route of a cell in a few words (``onnx2tf``, ``onnx2fx → litert-torch``, …), with the float op outputs the
+    recipe search or accuracy control left in (``+ N float``)."""
+    route = str(cell.get("route") or "")
+    short = route.split(" (")[0].replace(" → tf.lite.TFLiteConverter", "").replace(" PT2E", "")
+    short = short.split(" ")[0] if short.startswith("onnx2tf") else short
+    floats = (cell.get("recipe") or {}).get("float_tensor_count")
+    return f"{short} + {floats} float" if floats else short
+
+
 def markdown(results: list[dict[str, Any]], dense_names: set[str]) -> str:
-    lines = ["| model | backend | exported | edgeq worst cosine per output | INT8/FP32 latency | best peer (worst) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | backend | exported | route | edgeq worst cosine per output | INT8/FP32 latency | best peer (worst) |",
+             "|---|---|---|---|---|---|---|"]
     for result in results:
         if "error" in result:
-            lines.append(f"| {result['name']} | – | **no** | {result['error'][:160]} | | |")
+            lines.append(f"| {result['name']} | – | **no** | | {result['error'][:160]} | | |")
             continue
         for backend, cell in result["backends"].items():
             if not cell["exported"]:
@@ -652,7 +662,8 @@ def markdown(results: list[dict[str, Any]], dense_names: set[str]) -> str:
             peer = _worst(cell.get("peer_fidelity"), result["name"] in dense_names)
             peer_text = f"{peer:.4f}" if peer is not None else f"– ({str(cell.get('peer_error'))[:80]})"
             ratio = cell.get("int8_fp32_latency")
-            lines.append(f"| {result['name']} | {backend} | {'yes' if cell['exported'] else '**no**'} | {ours} | "
+            lines.append(f"| {result['name']} | {backend} | {'yes' if cell['exported'] else '**no**'} | "
+                         f"{short_route(cell) if cell['exported'] else ''} | {ours} | "
                          f"{'' if ratio is None else f'{ratio:.2f}'} | {peer_text} |")
     return "\n".join(lines)
 

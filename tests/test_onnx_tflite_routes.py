@@ -85,6 +85,25 @@ def test_route_chain_hands_over_and_records_why(tmp_path: Path, monkeypatch: pyt
     assert art.verification is not None and art.verification.cosine_min > 0.98
 
 
+def test_max_drop_through_litert_torch_route(tmp_path: Path) -> None:
+    """Issue 16 item 5, the route CI takes (onnx2fx → litert-torch, tests/conftest.py): an ONNX MLP with one outlier
+    channel (FP32 unchanged). Plain tflite-int8 loses > 0.05 top-1; accuracy control ranks the PT2E activations of
+    the onnx2fx graph, leaves the outlier's ops float (``node:<name>``: the graph has no submodules) and meets the
+    budget. Before: "3 layers to float: node:matmul, node:mul, node:add_1", drop 0.84 → 0.84."""
+    path = models.outlier_mlp(tmp_path / "mlp.onnx")
+    code = main(["export", str(path), "--calib", "sklearn-digits:calib", "--calib-samples", "100", "--holdout-samples",
+                 "20", "--eval", "sklearn-digits:eval", "--max-drop", "0.01", "-b", "tflite-int8", "--out",
+                 str(tmp_path / "out")])
+    assert code == 0
+    art = Manifest.read(tmp_path / "out" / "mlp" / "manifest.json").artifact("tflite-int8")
+    control = art.accuracy_control
+    assert art.status == "ok" and control is not None, art.error
+    assert art.recipe["route"] == "onnx2fx → litert-torch PT2E"
+    assert control.drop_before > 0.05 and control.met and control.drop_after <= 0.01
+    assert control.layers_to_float and all(layer.startswith("node:") for layer in control.layers_to_float)
+    assert art.recipe["float_modules"] == control.layers_to_float
+
+
 @pytest.fixture()
 def onnx2tf_env(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The onnx2tf tool environment (built from PyPI on first use: 80 s idle, ~10 min on a loaded 2-core machine,
@@ -118,10 +137,12 @@ def test_cli_contract_onnx2tf_route(onnx2tf_env: Path, tmp_path: Path) -> None:
     assert art.verification is not None and art.verification.cosine_min > 0.99
 
 
-@pytest.mark.slow  # three onnx2tf conversions (plain, ranking, one fallback): ~2 min
+@pytest.mark.slow  # one onnx2tf conversion, the recipe search inside the tool: ~1-2 min
 def test_max_drop_through_onnx2tf_route(onnx2tf_env: Path, tmp_path: Path) -> None:
-    """Issue 16 item 5: an ONNX MLP with one outlier channel. Plain tflite-int8 loses > 0.2 top-1; accuracy control
-    ranks the TFLite ops (QuantizationDebugger) and leaves the outlier's producer and consumers float: within 0.01."""
+    """Issue 16 item 5: an ONNX MLP with one outlier channel, ``--max-drop 0.01``. The route's recipe search
+    (edgeq/tools/tflite_recipe.py) sees the full-integer model miss 0.99 worst cosine on the calibration samples,
+    leaves the worst-ranked op outputs float, and the plain export is already within budget (full integer alone lost
+    0.46 top-1 here before the search; accuracy control through this route is the same ranking, see accuracy.py)."""
     path = models.outlier_mlp(tmp_path / "mlp.onnx")
     code = main(["export", str(path), "--calib", "sklearn-digits:calib", "--calib-samples", "100", "--holdout-samples",
                  "20", "--eval", "sklearn-digits:eval", "--max-drop", "0.01", "-b", "tflite-int8", "--out",
@@ -131,6 +152,10 @@ def test_max_drop_through_onnx2tf_route(onnx2tf_env: Path, tmp_path: Path) -> No
     control = art.accuracy_control
     assert art.status == "ok" and control is not None, art.error
     assert str(art.recipe["route"]).startswith("onnx2tf")
-    assert control.drop_before > 0.2 and control.met and control.drop_after <= 0.01
-    assert art.recipe["float_tensors"] == control.layers_to_float
+    assert control.met and control.drop_after <= 0.01
+    search = art.recipe["recipe_search"]
+    assert min(search["tried"][0]["worst_cosine"]) < search["target"]  # full integer: the outlier crushes the rest
+    assert art.recipe["float_tensor_count"] == len(search["chosen_float_tensors"]) > 0
+    assert search["chosen_worst_cosine"] >= min(search["tried"][0]["worst_cosine"]) + 0.002
+    assert set(control.layers_to_float) <= set(art.recipe["float_tensors"])
     assert art.inputs[0].dtype == "int8"  # still int8 model I/O around the float ops

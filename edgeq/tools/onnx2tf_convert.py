@@ -10,8 +10,9 @@ Steps:
 2. Each Keras output is matched with the ONNX Runtime output of the same index on a calibration sample: onnx2tf
    turns channel-first outputs channel-last, so the permutation back to the ONNX shape is found by value.
 3. A ``tf.function`` (ONNX-layout inputs, ONNX-layout outputs) is converted by ``tf.lite.TFLiteConverter``:
-   FP32, or full-integer INT8 with the calibration samples as representative dataset (int8 or float32 model I/O).
-   ``--float-nodes``: tensors (op outputs) left in float through TFLite's QuantizationDebugger (selective
+   FP32, or full-integer INT8 with the calibration samples as representative dataset (int8 or float32 model I/O),
+   calibrated once; the INT8 recipe (full integer, or the worst-ranked ops float) is picked by fidelity on the
+   calibration samples (``tflite_recipe.py``). ``--float-nodes``: tensors (op outputs) left in float through TFLite's QuantizationDebugger (selective
    quantization), for accuracy control. ``--rank``: per-op quantization error of the INT8 model (median per-channel
    SQNR of each op's output vs the same op run in float), written as JSON.
 Prints one JSON line on stdout at the end: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
@@ -26,6 +27,8 @@ import os
 import sys
 import tempfile
 import traceback
+
+import tflite_recipe  # a sibling file: this script runs as a file in the tool environment, not as part of edgeq
 
 PSEUDO_OPERATORS = ["erf"]
 """Ops TFLite has no builtin for, which onnx2tf rewrites with builtins: ``Erf`` (GELU in PP-OCRv5/v6 detectors:
@@ -132,7 +135,7 @@ def _consumers(ops: list[dict], names: dict[int, str], tensor: int | None, depth
     return found
 
 
-def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
+def _ranked_tensors(tf, np, calibrated: bytes, representative) -> list[dict]:
     """Per-op quantization error of the INT8 model, worst first: TFLite's QuantizationDebugger runs each quantized op
     beside its float version on the same (quantized) inputs; the error is the median per-channel SQNR of the op's
     output. Each entry names the op's output tensor and the output tensors of the ops that read it (to leave a
@@ -140,8 +143,11 @@ def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
     import csv
     import io
 
+    from tensorflow.lite.python import convert as tflite_convert
+
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=representative,
+        quant_debug_model_content=tflite_convert.mlir_quantize(calibrated, enable_numeric_verify=True),
+        debug_dataset=representative,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(
             layer_direct_compare_metrics={"sqnr": lambda f, q, s, z: _channel_sqnr(f, _dequantized(np, q, s, z))}))
     debugger.run()
@@ -150,7 +156,7 @@ def _ranked_tensors(tf, np, converter, representative) -> list[dict]:
     rows = [row for row in csv.DictReader(io.StringIO(dump.getvalue())) if row.get("sqnr")]
     # the op graph of the plain quantized model; its tensor names are the statistics' names, except where the
     # converter added a suffix digit to keep names unique (a float I/O model's last op output 'PartitionedCall:01')
-    interpreter = tf.lite.Interpreter(model_content=debugger.get_nondebug_quantized_model())
+    interpreter = tf.lite.Interpreter(model_content=tflite_convert.mlir_quantize(calibrated))
     names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()  # noqa: SLF001 - inputs / outputs per op
     known = {row["tensor_name"] for row in rows}
@@ -375,32 +381,37 @@ def convert(args: argparse.Namespace) -> dict:
                 made.inference_output_type = tf.int8
         return made
 
-    def representative():
-        for index in range(len(samples)):
+    def representative(limit: int | None = None):
+        for index in range(min(len(samples), limit or len(samples))):
             feeds = samples[index]
             yield [feeds[name] for name in input_names]
 
     float_nodes = json.loads(args.float_nodes) if args.float_nodes else []
     report: dict = {"ok": True, "output_perms": perms, "onnx_rewrites": rewritten, "onnx2tf": onnx2tf.__version__, "tensorflow": tf.__version__,
                     "float_nodes": float_nodes}
-    if args.rank:
-        report["ranked"] = _ranked_tensors(tf, np, converter("float"), representative)
-        return report
-    if args.float_outputs and args.mode == "int8":  # mixed-range outputs: written by float ops, float model I/O
-        args.io = "float"
-        float_model = tf.lite.Interpreter(model_content=converter("float").convert())
-        report["float_outputs"] = _output_tails(float_model)
-        float_nodes = list(dict.fromkeys(float_nodes + report["float_outputs"]))
-    if float_nodes:  # selective quantization: the named op outputs (and so their ops) stay float
-        made = converter()
-        made.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=made, debug_dataset=representative,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_nodes=float_nodes, fully_quantize=args.io == "int8"))
-        flatbuffer = debugger.get_nondebug_quantized_model()
-    else:
+    if args.mode != "int8":
         flatbuffer = converter().convert()
+    else:  # one calibration; every INT8 variant is quantized from it (edgeq/tools/tflite_recipe.py)
+        calibrated = tflite_recipe.calibrate(converter("float"))
+
+        def ranked() -> list[dict]:  # on the first calibration samples, like the candidates' scores
+            return _ranked_tensors(tf, np, calibrated, lambda: representative(tflite_recipe.SCORE_SAMPLES))
+
+        if args.rank:
+            report["ranked"] = ranked()
+            return report
+        base: list[str] = []
+        if args.float_outputs:  # mixed-range outputs: written by float ops, float model I/O
+            args.io = "float"
+            report["float_outputs"] = base = _output_tails(
+                tf.lite.Interpreter(model_content=tflite_recipe.quantize(calibrated, "float")))
+        if float_nodes:  # accuracy control's rebuild: the named op outputs (and so their ops) stay float
+            flatbuffer = tflite_recipe.quantize(calibrated, args.io, list(dict.fromkeys(base + float_nodes)))
+        else:  # the recipe picked by fidelity on the calibration samples
+            scored = list(representative(tflite_recipe.SCORE_SAMPLES))
+            references = [session.run(None, dict(zip(input_names, values))) for values in scored]
+            flatbuffer, report["recipe_search"] = tflite_recipe.pick(
+                np, calibrated, args.io, ranked, scored, references, lambda text: print(text, file=sys.stderr), base)
     with open(args.out, "wb") as handle:
         handle.write(flatbuffer)
     return report

@@ -100,9 +100,27 @@ def requantize(fp32_tflite: Path, out: Path, kind: str) -> Path:
     return out
 
 
+def reads_and_writes_floats(node) -> bool:
+    """Every tensor ``node`` reads and writes is floating point. PT2E's activation observers build float histograms:
+    an op on int64 token ids or an integer attention mask (MiniLM) made ``prepare_pt2e`` fail with
+    ``"histogram_cpu" not implemented for 'Long'``; such ops are left unannotated (integer ops stay integer)."""
+    import torch
+
+    def value(of):  # a constant read with get_attr (onnx2fx's folded static values) has no "val" metadata
+        if of.op == "get_attr" and of.graph.owning_module is not None:
+            found = of.graph.owning_module
+            for part in str(of.target).split("."):
+                found = getattr(found, part, None)
+            return found
+        return of.meta.get("val")
+
+    values = [value(node), *(value(arg) for arg in node.all_input_nodes)]
+    return all(not isinstance(found, torch.Tensor) or found.is_floating_point() for found in values)
+
+
 def _excluding_quantizer(excluded: list[str]):
-    """litert-torch's PT2EQuantizer that leaves the modules named in ``excluded`` (and their children), and the
-    top-level ops named ``node:<fx node name>``, in float.
+    """litert-torch's PT2EQuantizer that leaves the modules named in ``excluded`` (and their children), the
+    top-level ops named ``node:<fx node name>``, and ops on integer tensors (``reads_and_writes_floats``) in float.
 
     Its own ``set_module_name`` refuses ``None`` and matches torch ≥ 2.9 ``nn_module_stack`` keys wrongly, so the
     same upstream annotators run with a filter on each node's module path instead.
@@ -112,7 +130,7 @@ def _excluding_quantizer(excluded: list[str]):
     class ExcludingQuantizer(pq.PT2EQuantizer):
         def annotate(self, model):
             def quantize_node(node) -> bool:
-                if f"node:{node.name}" in excluded:  # an op of the top-level module (e.g. an onnx2fx graph)
+                if f"node:{node.name}" in excluded or not reads_and_writes_floats(node):  # node: an onnx2fx graph's op
                     return False
                 stack = node.meta.get("nn_module_stack") or {}
                 path = str(list(stack.values())[-1][0]) if stack else ""
@@ -173,9 +191,9 @@ def litert_quantizer(is_qat: bool = False, per_channel: bool = True,
                      exclude_modules: list[str] | None = None):  # -> litert_torch PT2EQuantizer
     """litert-torch's PT2E quantizer: symmetric int8 weights (per-channel by default), static int8 activations (QAT:
     fake quant); ``exclude_modules`` are left in float."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
 
-    quantizer = _excluding_quantizer(list(exclude_modules)) if exclude_modules else PT2EQuantizer()
+    quantizer = _excluding_quantizer(list(exclude_modules or []))
     return quantizer.set_global(get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=is_qat))
 
 
@@ -293,7 +311,10 @@ def calibrated_graph(source, calib, backend: str, exclude_modules: list[str] | N
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     module, args = torch_module_or_refuse(source, backend)
-    exported = export_for_quantization(module, args)
+    # integer inputs (token ids): the strict graph's add / mul annotators also match the integer mask arithmetic, and
+    # with those ops left unannotated LiteRT aborted (SIGABRT) on the first inference of MiniLM-L6; the non-strict
+    # graph (litert-torch's documented flow) converts and runs (docs/onnx-to-tflite.md)
+    exported = export_for_quantization(module, args, strict=all(arg.is_floating_point() for arg in args))
     quantizer, per_channel = ptq_quantizer(exported, exclude_modules)
     kept = keep_narrow_convs_float(exported, None if float_io else get_input_act_qspec(quantizer.global_config)) \
         if narrow_convs_float else []

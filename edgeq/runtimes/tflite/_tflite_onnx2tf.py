@@ -77,8 +77,17 @@ def convert(source, calib, out: Path, mode: str, io: str = "int8", float_nodes: 
         "output_transposes": report["output_perms"]}
     if mode == "int8":
         recipe |= {"per_channel": True, "symmetric": "weights", "io": io, "calibration": "minmax (TFLiteConverter)"}
+    search = report.get("recipe_search")
+    if search:  # edgeq/tools/tflite_recipe.py: full integer, or the worst-ranked ops float, by calibration fidelity
+        chosen = list(search.get("chosen_float_tensors") or [])
+        recipe |= {"picked_by": f"{search['metric']} (target {search['target']}): "
+                                f"{search['chosen_worst_cosine']:.4f} with {len(chosen)} float tensor(s), "
+                                f"{len(search['tried'])} candidate(s) tried",
+                   "recipe_search": search}
+        if chosen:
+            recipe |= {"float_tensors": chosen, "float_tensor_count": len(chosen)}
     if float_nodes:
-        recipe["float_tensors"] = float_nodes
+        recipe |= {"float_tensors": float_nodes, "float_tensor_count": len(float_nodes)}
     if report.get("float_outputs"):
         recipe["float_outputs"] = report["float_outputs"]
     return recipe

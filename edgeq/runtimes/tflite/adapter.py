@@ -115,6 +115,8 @@ class TfliteAdapter(AdapterBase):
             method = ("median per-channel SQNR of each TFLite op's output (TFLite QuantizationDebugger, onnx2tf "
                       "route); those ops and their consumers left float by the converter")
             key, rebuild = "tflite_float_nodes", with_extra(options, "tflite_route", "onnx2tf")
+            # the ops the route's recipe search left float stay float (edgeq/tools/tflite_recipe.py)
+            rebuild = with_extra(rebuild, key, list(plain.recipe.get("float_tensors") or []))
         else:
             method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
             key = "tflite_exclude_modules"

@@ -93,6 +93,8 @@ class TfliteInt8(Backend):
                 for name, ratio in mixed.items()))
         if float_nodes:
             note += f"; {len(float_nodes)} tensor(s) left in float"
+        elif recipe.get("float_tensor_count"):
+            note += f"; {recipe['float_tensor_count']} op output(s) float in all ({recipe['picked_by']})"
         return ExportedFiles(main=out_dir / "model.tflite", recipe=recipe, notes=[note])
 
     def _litert(self, source, calib, out_dir: Path, options) -> ExportedFiles:
