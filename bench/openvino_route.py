@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def export_both(calib_count: int, work: Path) -> tuple[dict[str, Path], dict[str, float], object]:
-    from edgeq.backends.openvino_int8 import OpenvinoInt8
+    from edgeq.backends.openvino_int8 import OpenvinoInt8, OpenvinoInt8Config
     from edgeq.models import load_model
     from edgeq.types import ExportOptions
 
@@ -36,7 +36,8 @@ def export_both(calib_count: int, work: Path) -> tuple[dict[str, Path], dict[str
         out = work / route
         out.mkdir()
         started = time.perf_counter()
-        files = OpenvinoInt8().export(source, calib, out, ExportOptions(extra={"openvino_route": route}))
+        options = ExportOptions(configs={"openvino-int8": OpenvinoInt8Config(route=route)})
+        files = OpenvinoInt8().export(source, calib, out, options)
         seconds[route] = time.perf_counter() - started
         paths[route] = files.main
     return paths, seconds, calib[0]

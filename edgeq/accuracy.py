@@ -18,7 +18,8 @@ exceeds the budget, layers go back to float until the drop is within budget, wit
   INT8 TFLite model itself (same SQNR), and the converter leaves the chosen ops and their consumers float
   (``denylisted_nodes``): the ranked layers are exactly what that route quantizes.
 
-Fallback tiers (``options.extra["fallback"]``, ``--fallback fp32`` by default = float only; ``tiered``): a sensitive
+Fallback tiers (each controlled backend's ``fallback`` option, ``--fallback`` / ``-O BACKEND.fallback=``: ``fp32`` by
+default = float only; ``tiered``): a sensitive
 layer first goes to the cheapest tier its runtime computes that is finer than INT8, and only then to float
 (``FALLBACK_TIERS``): ``onnx-qdq`` tries int16 activations on the top-k tensors (ORT ``TensorQuantOverrides``, weights
 stay int8) before excluding their nodes; ``openvino-int8``'s float layers run at the CPU plugin's inference precision
@@ -30,10 +31,9 @@ When the budget cannot be met, the artifact with the smallest drop is kept and m
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ import numpy as np
 
 from edgeq.errors import failure_reason
 from edgeq.manifest import AccuracyControl
-from edgeq.types import ExportOptions, Feeds
+from edgeq.types import ExportOptions, Feeds, MetricControl
 
 if TYPE_CHECKING:
     from edgeq.pipeline import Candidate, EvalContext
@@ -231,21 +231,15 @@ def nncf_control(options: ExportOptions, evaluation: EvalContext) -> ExportOptio
         subset = None if truth is None else np.asarray(truth)[indices]
         return sign * score(evaluation.metric, [o[0] for o in outputs], subset), None
 
-    return _with_extra(options, "nncf_accuracy_control", {
-        "items": [(i, s) for i, s in enumerate(samples)], "validate": validate,
-        "max_drop": float(evaluation.max_drop or 0.0), "drop_type": evaluation.drop_type})
+    drop_type = "relative" if evaluation.drop_type == "relative" else "absolute"
+    return replace(options, metric_control=MetricControl(
+        items=list(enumerate(samples)), validate=validate, max_drop=float(evaluation.max_drop or 0.0),
+        drop_type=drop_type))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The control loop
 # ---------------------------------------------------------------------------------------------------------------
-def _with_extra(options: ExportOptions, key: str, value: object) -> ExportOptions:
-    changed = copy.copy(options)
-    changed.extra = dict(options.extra)
-    changed.extra[key] = value
-    return changed
-
-
 def latency_ratio(first: Path, second: Path, feeds: Feeds, rounds: int = 10) -> float | None:
     """Median paired latency ratio second / first (``edgeq.measure.interleaved_latency``, 1 thread); None on failure."""
     from edgeq.measure import interleaved_latency
@@ -273,6 +267,9 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
         return plain, record
     best, attempts = plain, []
     feeds = evaluation.eval_set.samples
+    from edgeq.backends import get_backend
+
+    config = get_backend(name).config_of(options)  # rebuilds get a validated copy of it with layers moved off INT8
     try:
         if name == "openvino-int8":
             record.method = "nncf.quantize_with_accuracy_control (ranks quantizers by metric, reverts the worst)"
@@ -293,28 +290,28 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
             elif str(plain.files.recipe.get("route", "")).startswith("onnx2tf"):
                 record.method = ("median per-channel SQNR of each TFLite op's output (TFLite QuantizationDebugger, "
                                  "onnx2tf route); those ops and their consumers left float by the converter")
-                groups, key = rank_onnx2tf(source, calib), "tflite_float_nodes"
-                options = _with_extra(options, "tflite_route", "onnx2tf")
+                groups, key = rank_onnx2tf(source, calib), "float_nodes"
+                config = config.updated(route="onnx2tf")
             else:
                 record.method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
                 groups, key = rank_pt2e(source, calib, feeds[:RANKING_SAMPLES],
-                                       options.tflite_narrow_convs == "float"), "tflite_exclude_modules"
+                                       options.tflite_narrow_convs == "float"), "exclude_modules"
                 if source.framework == "onnx":  # rebuild through the route that worked
-                    options = _with_extra(options, "tflite_route", "litert-torch")
+                    config = config.updated(route="litert-torch")
             record.ranked_layers = [f"{g.tensor} ({g.sqnr_db:g} dB): {', '.join(g.layers)}" for g in groups]
-            base = [str(n) for n in options.extra.get(key, []) or []]
-            tiers = FALLBACK_TIERS[name] if options.extra.get("fallback", "fp32") == "tiered" else ("fp32",)
+            base = list(getattr(config, key))
+            tiers = FALLBACK_TIERS[name] if config.fallback == "tiered" else ("fp32",)
             for k in range(1, min(len(groups), MAX_ATTEMPTS) + 1):
                 layers = list(dict.fromkeys(layer for g in groups[:k] for layer in g.layers))
                 for tier in tiers:  # the top-k groups try each tier, cheapest first
                     if tier == "int16":
                         tensors = [g.tensor for g in groups[:k]]
-                        candidate = rebuild(_with_extra(options, "int16_tensors", tensors))
+                        candidate = rebuild(options.with_config(name, config.updated(int16_tensors=tensors)))
                         assert candidate.evaluation is not None
                         moved = {t: "int16 activations" for t in tensors}
                         attempts.append({"int16_tensors": tensors, "drop": candidate.evaluation.drop})
                     else:
-                        candidate = rebuild(_with_extra(options, key, base + layers))
+                        candidate = rebuild(options.with_config(name, config.updated(**{key: base + layers})))
                         assert candidate.evaluation is not None
                         moved = dict.fromkeys(layers, tier)
                         attempts.append({"layers_to_float": layers, "drop": candidate.evaluation.drop})

@@ -223,17 +223,17 @@ def _qdq_quantizer(target: str) -> tuple[Any, dict[str, Any]]:
 
 
 def qdq_onnx(source: Any, calib: Any, options: Any) -> tuple[Path, dict[str, Any]]:
-    """The QAT-trained QDQ ONNX for this machine's (or ``options.extra["onnx_target"]``'s) CPU, trained once per
+    """The QAT-trained QDQ ONNX for this machine's (or ``-O onnx-qdq.target``'s) CPU, trained once per
     source and shared by onnx-qdq and openvino-int8; returns the path and the recipe."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from edgeq.backends._tflite import quiet
-    from edgeq.backends.onnx_qdq import detect_target
+    from edgeq.backends.onnx_qdq import OnnxQdq, detect_target
     from edgeq.models.torch_model import _quiet_exporter
 
     settings: QatSettings = options.qat
-    target = str(options.extra.get("onnx_target") or detect_target())
+    target = str(OnnxQdq.config_of(options).target or detect_target())
     cache = source.__dict__.setdefault("_edgeq_qat_qdq", {})
     key = (settings, target)
     if key not in cache:
