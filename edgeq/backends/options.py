@@ -145,10 +145,11 @@ def _validate(cls: type[BackendConfig], entry: OptionEntry) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The options table (docs/recipes.md is generated from it; `edgeq backends --options` prints it)
 # ---------------------------------------------------------------------------------------------------------------
-def options_table() -> list[tuple[str, str, str, str, str]]:
-    """(backends, key, type, default, description) for every option; backends sharing a config share rows."""
+def options_table(names: list[str] | None = None) -> list[tuple[str, str, str, str, str]]:
+    """(backends, key, type, default, description) for every option of ``names`` (default: every registered
+    backend); backends sharing a config share rows."""
     by_class: dict[type[BackendConfig], list[str]] = {}
-    for name in backend_names():
+    for name in names or backend_names():
         by_class.setdefault(get_backend(name).Config, []).append(name)
     rows = []
     for cls, names in by_class.items():
@@ -158,11 +159,11 @@ def options_table() -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def options_markdown() -> str:
+def options_markdown(names: list[str] | None = None) -> str:
     """The options table as Markdown (the block between the backend-options markers in docs/recipes.md)."""
     lines = ["| backend | option | type | default | what |", "|---|---|---|---|---|"]
-    lines += [f"| {b} | `{k}` | {t.replace('|', '&#124;')} | `{d}` | {w} |" for b, k, t, d, w in options_table()]
-    without = [n for n in backend_names() if not get_backend(n).Config.model_fields]
+    lines += [f"| {b} | `{k}` | {t.replace('|', '&#124;')} | `{d}` | {w} |" for b, k, t, d, w in options_table(names)]
+    without = [n for n in names or backend_names() if not get_backend(n).Config.model_fields]
     return "\n".join(lines) + f"\n\nNo options: {', '.join(f'`{n}`' for n in without)}.\n"
 
 
