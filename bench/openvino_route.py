@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def export_both(calib_count: int, work: Path) -> tuple[dict[str, Path], dict[str, float], object]:
     from edgeq.models import load_model
-    from edgeq.runtimes.openvino.openvino_int8 import OpenvinoInt8
+    from edgeq.runtimes.openvino.openvino_int8 import OpenvinoInt8, OpenvinoInt8Config
     from edgeq.types import ExportOptions
 
     source = load_model(f"{REPO}/bench/models.py:ResNet18")
@@ -36,7 +36,8 @@ def export_both(calib_count: int, work: Path) -> tuple[dict[str, Path], dict[str
         out = work / route
         out.mkdir()
         started = time.perf_counter()
-        files = OpenvinoInt8().export(source, calib, out, ExportOptions(extra={"openvino_route": route}))
+        options = ExportOptions(configs={"openvino-int8": OpenvinoInt8Config(route=route)})
+        files = OpenvinoInt8().export(source, calib, out, options)
         seconds[route] = time.perf_counter() - started
         paths[route] = files.main
     return paths, seconds, calib[0]

@@ -111,7 +111,7 @@ def fallback_rows(tmp: Path, rounds: int, table: Table) -> None:
         for fallback in ("fp32", "tiered"):
             work = tmp / f"fb_{fallback}"
             result = edgeq.export(case["model"], case["calib"], backends=["onnx-qdq"], out=work,
-                                  max_drop=case["max_drop"], extra={"fallback": fallback}, **common)
+                                  max_drop=case["max_drop"], configs={"onnx-qdq": {"fallback": fallback}}, **common)
             art = result.artifact("onnx-qdq")
             rows[fallback] = art
             paths[fallback] = work / result.model.name / art.path

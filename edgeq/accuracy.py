@@ -20,9 +20,10 @@ module is the one loop, for every runtime; each runtime's adapter (``RuntimeAdap
   INT8 TFLite model itself (same SQNR), and the converter leaves the chosen ops and their consumers float
   (``denylisted_nodes``): the ranked layers are exactly what that route quantizes.
 
-Fallback tiers (``options.extra["fallback"]``, ``--fallback fp32`` by default = float only; ``tiered``): a sensitive
-layer first goes to the cheapest tier its runtime computes that is finer than INT8, and only then to float (the
-adapter's tiers): ``onnx-qdq`` tries int16 activations on the top-k tensors (ORT ``TensorQuantOverrides``, weights
+Fallback tiers (each controlled backend's ``fallback`` option, ``--fallback`` / ``-O BACKEND.fallback=``: ``fp32`` by
+default = float only; ``tiered``): a sensitive
+layer first goes to the cheapest tier its runtime computes that is finer than INT8, and only then to float
+(``FALLBACK_TIERS``): ``onnx-qdq`` tries int16 activations on the top-k tensors (ORT ``TensorQuantOverrides``, weights
 stay int8) before excluding their nodes; ``openvino-int8``'s float layers run at the CPU plugin's inference precision
 (bf16 where the CPU computes it, f16 on ARM, else fp32); ``tflite-int8`` (litert-torch PT2E has no per-layer int16)
 goes straight to fp32. The manifest lists each moved layer with its tier (``accuracy_control.layer_tiers``).
@@ -115,8 +116,11 @@ def control_accuracy(name: str, source: Any, calib: Any, options: ExportOptions,
         return plain, record
     best, attempts = plain, []
     feeds = evaluation.eval_set.samples
+    from edgeq.backends import get_backend
+
+    config = get_backend(name).config_of(options)  # rebuilds get a validated copy of it with layers moved off INT8
     try:
-        tiered = options.extra.get("fallback", "fp32") == "tiered"
+        tiered = config.fallback == "tiered"
         plan = adapter.control_plan(name, source, calib, plain.files, options, control_request(evaluation), tiered)
         record.method = plan.method
         groups = plan.rank()

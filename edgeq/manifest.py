@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edgeq.errors import EdgeqError
 from edgeq.workdirs import atomic_write_text
 
-SCHEMA_VERSION = "1.1"
-"""1.1: ``verification.outputs`` (fidelity of every model output); 1.0 manifests read unchanged."""
+SCHEMA_VERSION = "1.2"
+"""1.1: ``verification.outputs`` (fidelity of every model output); 1.2: ``artifacts[].config`` (the backend's typed
+options). Older manifests read unchanged."""
 MANIFEST_NAME = "manifest.json"
 
 
@@ -175,6 +176,9 @@ class Artifact(_Model):
     outputs: list[TensorInfo] = []
     layout: str | None = None
     recipe: dict[str, object] = {}
+    config: dict[str, object] | None = Field(None, description="The backend's typed options the artifact was built "
+                                             "with (-O / --backend-config, after accuracy control's changes); null "
+                                             "in manifests before schema 1.2 and for failed rows.")
     notes: list[str] = []
     export_seconds: float | None = None
     verification: Verification | None = None

@@ -215,6 +215,7 @@ def build_candidate(name: str, source: ModelSource, calib: Any, model_dir: Path,
     try:
         with native_output_to(log):
             files = backend_cls().export(source, calib, build, options)
+            files.config = backend_cls.config_of(options).model_dump(mode="json")
             seconds = round(time.perf_counter() - started, 2)
         described, verification, evaluated = verify_artifact(files.main, context, evaluation, log)
         inputs, outputs = _tensor_infos(described["inputs"]), _tensor_infos(described["outputs"])
@@ -262,6 +263,7 @@ def export_one(name: str, source: ModelSource, calib: Any, model_dir: Path, opti
         row.path = f"{name}/{main_rel}"
         row.layout = source.layout
         row.recipe, row.notes = candidate.files.recipe, candidate.files.notes
+        row.config = candidate.files.config
         if row.accuracy_control is not None and not row.accuracy_control.met:
             row.notes = [f"accuracy budget NOT met: best drop {row.accuracy_control.drop_after:.4g} > "
                          f"{row.accuracy_control.budget:g} (kept the best artifact found)"] + row.notes
@@ -588,7 +590,7 @@ def _intact(model_dir: Path, artifact: Artifact) -> bool:
 
 def export(model: Any, calib: Any, backends: list[str] | None = None, out: str | Path = "out", **kwargs: Any) -> Manifest:
     """Python API mirroring ``edgeq export``: ``edgeq.export("m.onnx", "calib/", backends=["onnx-qdq"], out="out")``."""
-    option_names = {"calib_method", "tflite_io", "tflite_narrow_convs", "threads", "opset", "extra", "qat", "weights4"}
+    option_names = {"calib_method", "tflite_io", "tflite_narrow_convs", "threads", "opset", "configs", "qat"}
     options = ExportOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in option_names})
     request = ExportRequest(model=str(model), calib=calib, backends=backends or ["all"], out=Path(out),
                             options=options, **kwargs)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
+
+from edgeq.backend_config import BackendConfig
 
 Feeds = dict[str, np.ndarray]
 """One model invocation's inputs, by input name. Calibration and evaluation samples have batch size 1."""
@@ -53,9 +55,22 @@ class QatSettings:
                 "final_loss": summary.get("final_loss")}
 
 
+@dataclass(frozen=True)
+class MetricControl:
+    """Accuracy control handed to a backend that searches itself (openvino-int8: NNCF's
+    ``quantize_with_accuracy_control``): the eval samples, the metric over a compiled model, and the budget."""
+
+    items: list[tuple[int, Feeds]]
+    """(index, sample) pairs of the eval set."""
+    validate: Callable[[Any, Iterable[tuple[int, Feeds]]], tuple[float, None]]
+    """NNCF's validation function: (compiled model, items) → (metric, None); higher is better."""
+    max_drop: float
+    drop_type: Literal["absolute", "relative"] = "absolute"
+
+
 @dataclass
 class ExportOptions:
-    """Knobs every backend may read. Backends ignore what does not apply to them."""
+    """Knobs every backend may read; each backend's own options are its typed config in ``configs``."""
 
     calib_method: str = "minmax"
     tflite_io: Literal["int8", "float"] = "int8"
@@ -64,26 +79,13 @@ class ExportOptions:
     XNNPACK but no longer full integer; "int8" (default) is full integer, what NPUs and Edge TPUs need."""
     threads: int = 1
     opset: int = 17
-    extra: dict[str, object] = field(default_factory=dict)
+    configs: dict[str, BackendConfig] = field(default_factory=dict)
+    """Per backend name, its typed options (``Backend.config_of`` reads them; absent = the backend's defaults)."""
     qat: QatSettings | None = None
     """``--qat``: fine-tune with fake quantization before the INT8 export (edgeq/qat.py); None = plain PTQ."""
-    weights4: Int4Weights = field(default_factory=lambda: Int4Weights())
-    """The INT4 weight-only tier (onnx-w4, openvino-w4, tflite-w4): group size, INT4 fraction, symmetry."""
+    metric_control: MetricControl | None = None
+    """Set by accuracy control (edgeq/accuracy.py) for a backend that runs the metric-driven search itself."""
 
-
-@dataclass(frozen=True)
-class Int4Weights:
-    """Settings of the INT4 weight-only backends (``--w4-group-size``, ``--w4-ratio``, ``--w4-asym``)."""
-
-    group_size: int = 128
-    """Weights per quantization group (block) along the input dimension; -1 = one group per output channel."""
-    ratio: float = 1.0
-    """Fraction of the weight-bearing layers' parameters in INT4 (lowest INT4 error first); the rest INT8."""
-    symmetric: bool = True
-    """INT4_SYM (no zero point) or INT4_ASYM."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.ratio <= 1.0:
-            raise ValueError(f"INT4 ratio must be in [0, 1], got {self.ratio}")
-        if self.group_size != -1 and (self.group_size < 16 or self.group_size & (self.group_size - 1)):
-            raise ValueError(f"INT4 group size must be a power of two ≥ 16 (or -1 per channel), got {self.group_size}")
+    def with_config(self, backend: str, config: BackendConfig) -> ExportOptions:
+        """A copy whose options for ``backend`` are ``config`` (the other backends' untouched)."""
+        return replace(self, configs={**self.configs, backend: config})

@@ -60,15 +60,16 @@ def test_max_drop_returns_sensitive_layers_to_float(backend: str, sensitive_weig
     assert control.met and control.drop_after <= 0.01 and art.evaluation.drop == pytest.approx(control.drop_after)
     assert control.layers_to_float and len(control.attempts) >= 1
     assert control.latency_ratio_vs_ptq is not None and control.latency_ratio_vs_ptq > 0  # timed, interleaved
+    assert art.config is not None and art.config["fallback"] == "fp32"  # the typed options the artifact was built with
     if backend == "onnx-qdq":
-        assert art.recipe["nodes_to_exclude"] == control.layers_to_float
+        assert art.recipe["nodes_to_exclude"] == control.layers_to_float == art.config["nodes_to_exclude"]
         assert control.ranked_layers[0].startswith(control.ranked_layers[0].split(" ")[0])
         assert " 0 dB" in control.ranked_layers[0] or float(control.ranked_layers[0].split("(")[1].split()[0]) < 10
     elif backend == "tflite-int8":
-        assert art.recipe["float_modules"] == control.layers_to_float
+        assert art.recipe["float_modules"] == control.layers_to_float == art.config["exclude_modules"]
         assert set(control.layers_to_float) <= {"stem", "mid", "mix", "head"} and "mix" in control.layers_to_float
     else:
-        assert "accuracy_control" in art.recipe
+        assert "accuracy_control" in art.recipe and art.config["preset"] == "performance"
 
 
 def test_budget_not_met_keeps_artifact_and_exits_3(tiny_model_file: Path, tiny_calib: Path, tmp_path: Path,

@@ -11,7 +11,8 @@ import pytest
 from models import smooth_images
 
 from edgeq.backends import get_backend
-from edgeq.errors import BackendError, BackendUnavailable, CalibrationError
+from edgeq.backends.options import validate_configs
+from edgeq.errors import BackendError, BackendUnavailable, CalibrationError, ConfigError
 from edgeq.models import load_model
 from edgeq.types import ExportOptions
 
@@ -72,9 +73,9 @@ def exported(sources, calib, tmp_path_factory: pytest.TempPathFactory) -> dict:
     exports = {}
     for backend in ("openvino-fp32", "openvino-fp16", "openvino-int8"):
         for kind in KINDS:
-            extra = {"openvino_route": "torch"} if kind == "torch-direct" else {}
+            route = {backend: {"route": "torch"}} if kind == "torch-direct" else {}
             exports[(backend, kind)] = _export(backend, _source(sources, kind), calib, out / f"{backend}-{kind}",
-                                               extra=extra)
+                                               configs=validate_configs(route))
     return exports
 
 
@@ -161,7 +162,7 @@ def test_int8_percentile_changes_ranges(sources, calib, tmp_path: Path) -> None:
     source = sources["onnx"]
     default = _export("openvino-int8", source, calib, tmp_path / "minmax")
     clipped = _export("openvino-int8", source, calib, tmp_path / "pct", calib_method="percentile",
-                      extra={"percentile": 99.0})
+                      configs=validate_configs({"openvino-int8": {"percentile": 99.0}}))
     assert clipped.recipe["calibration"] == "percentile"
     assert input_range(clipped) < 0.95 * input_range(default)
 
@@ -175,7 +176,8 @@ def test_missing_packages_make_backend_unavailable(monkeypatch) -> None:
 
 
 def test_bad_route_and_empty_calibration_are_one_line_errors(sources, tmp_path: Path) -> None:
-    with pytest.raises(BackendError, match="openvino_route 'tflite' is not one of"):
-        _export("openvino-fp32", sources["torch"], None, tmp_path / "a", extra={"openvino_route": "tflite"})
+    with pytest.raises(ConfigError, match=r"openvino-fp32.route: Input should be 'onnx' or 'torch' \(got 'tflite'\)"):
+        _export("openvino-fp32", sources["torch"], None, tmp_path / "a",
+                configs=validate_configs({"openvino-fp32": {"route": "tflite"}}))
     with pytest.raises(CalibrationError, match="needs calibration samples"):
         _export("openvino-int8", sources["torch"], [], tmp_path / "b")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeq.backends.options import validate_configs
 from edgeq.cli import main
 from edgeq.explain import explain
 from edgeq.models import load_model
@@ -26,7 +27,7 @@ def artifacts(tiny_model_file: Path, tmp_path_factory: pytest.TempPathFactory) -
                                  ("excluded/onnx-qdq", OnnxQdq, {"nodes_to_exclude": ["node_Conv_18"]})]:
         out = root / name
         out.mkdir(parents=True)
-        backend().export(source, calib, out, ExportOptions(extra=extra))
+        backend().export(source, calib, out, ExportOptions(configs=validate_configs({backend.name: extra})))
     (root / "excluded" / "onnx-fp32").symlink_to(root / "onnx-fp32")
     return root
 

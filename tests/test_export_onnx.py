@@ -49,7 +49,7 @@ def test_manifest_round_trip_and_schema(tiny_model_file: Path, tiny_calib: Path,
     manifest = Manifest.read(path)
     assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
     document = json.loads(path.read_text())
-    assert document["schema_version"] == "1.1"
+    assert document["schema_version"] == "1.2"
     verification = document["artifacts"][0]["verification"]
     assert [o["name"] for o in verification["outputs"]] == ["output"]
     assert verification["outputs"][0]["cosine_min"] == verification["cosine_min"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgeq.backends import get_backend
+from edgeq.backends.options import validate_configs
 from edgeq.models import load_model
 from edgeq.runtimes._picking import closeness
 from edgeq.types import ExportOptions
@@ -57,9 +58,10 @@ def _stream(source, count: int, seed: int) -> list[dict[str, np.ndarray]]:
     return samples
 
 
-def _export(source, calib, out: Path, **extra):
+def _export(source, calib, out: Path, **config):
     out.mkdir(parents=True, exist_ok=True)
-    return get_backend("openvino-int8")().export(source, calib, out, ExportOptions(extra=extra))
+    options = ExportOptions(configs=validate_configs({"openvino-int8": config}))
+    return get_backend("openvino-int8")().export(source, calib, out, options)
 
 
 def _saved_ir_closeness(source, xml: Path, samples) -> tuple[float, float]:
@@ -133,7 +135,7 @@ def test_trials_are_scored_as_saved_irs_and_the_best_is_kept(lstm_source, tmp_pa
     assert "held-back calibration samples" in files.recipe["picked_by"] and files.recipe["picked_by"] in files.notes
     if files.recipe["trial"] == "histogram ranges":
         assert files.recipe["calibration"] == "mse"
-    fixed = _export(lstm_source, calib, tmp_path / "fixed", openvino_preset="performance")  # the user fixed the recipe
+    fixed = _export(lstm_source, calib, tmp_path / "fixed", preset="performance")  # the user fixed the recipe
     assert "trial" not in fixed.recipe and "trial_scores" not in fixed.recipe
     few = _export(lstm_source, calib[:6], tmp_path / "few")  # too few samples to hold any back: one quantization
     assert "trial" not in few.recipe

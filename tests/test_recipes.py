@@ -11,7 +11,8 @@ import pytest
 from models import RECIPE_MODELS, write_model
 
 from edgeq.backends import get_backend
-from edgeq.errors import BackendError
+from edgeq.backends.options import validate_configs
+from edgeq.errors import ConfigError
 from edgeq.models import load_model
 from edgeq.types import ExportOptions
 
@@ -26,9 +27,9 @@ def _samples(shape: tuple[int, ...], name: str, count: int = 8) -> list[dict[str
     return [{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
 
 
-def _export(backend: str, source, calib, out: Path, **extra):
+def _export(backend: str, source, calib, out: Path, **config):
     out.mkdir(parents=True, exist_ok=True)
-    return get_backend(backend)().export(source, calib, out, ExportOptions(extra={**extra}))
+    return get_backend(backend)().export(source, calib, out, ExportOptions(configs=validate_configs({backend: config})))
 
 
 def test_onnx_qdq_avx2_picks_weight_bits_by_measured_fidelity(model_file: Path, tmp_path: Path) -> None:
@@ -37,16 +38,16 @@ def test_onnx_qdq_avx2_picks_weight_bits_by_measured_fidelity(model_file: Path, 
 
     source = load_model(f"{model_file}:SmallCnn")
     calib = _samples((1, 3, 16, 16), "image")
-    files = _export("onnx-qdq", source, calib, tmp_path / "auto", onnx_target="x86-avx2")
+    files = _export("onnx-qdq", source, calib, tmp_path / "auto", target="x86-avx2")
     recipe, reason = files.recipe, files.notes[0]
     assert recipe["activation_type"] == "QUInt8" and recipe["weight_type"] == "QInt8"
     assert "cosine" in reason and "7-bit" in reason and "8-bit" in reason, reason
     chosen = calibration_cosine(source.onnx_path(), files.main, calib, ["image"])
-    forced = _export("onnx-qdq", source, calib, tmp_path / "other", onnx_target="x86-avx2",
-                     onnx_reduce_range=not recipe["reduce_range"])
+    forced = _export("onnx-qdq", source, calib, tmp_path / "other", target="x86-avx2",
+                     reduce_range=not recipe["reduce_range"])
     assert forced.recipe["reduce_range"] is (not recipe["reduce_range"])
     assert chosen >= calibration_cosine(source.onnx_path(), forced.main, calib, ["image"])  # (min, mean)
-    vnni = _export("onnx-qdq", source, calib, tmp_path / "vnni", onnx_target="x86-vnni")
+    vnni = _export("onnx-qdq", source, calib, tmp_path / "vnni", target="x86-vnni")
     assert vnni.recipe["reduce_range"] is False and "cosine" not in vnni.notes[0]
     source.close()
 
@@ -66,16 +67,16 @@ def test_onnx_qdq_attention_recipe_keeps_residual_stream_float(model_file: Path,
     pytest.importorskip("onnxruntime")
     source = load_model(f"{model_file}:SmallAttention")
     calib = _samples((1, 8, 32), "tokens")
-    default = _export("onnx-qdq", source, calib, tmp_path / "default", onnx_target="x86-vnni")
+    default = _export("onnx-qdq", source, calib, tmp_path / "default", target="x86-vnni")
     assert default.recipe["attention_recipe"] is True and "attention graph" in default.notes[1]
     # Add → LayerNorm with no Q/DQ pair between
     assert _producer_of_input(default.main, "LayerNormalization") == "Add"
-    quantized = _export("onnx-qdq", source, calib, tmp_path / "all", onnx_target="x86-vnni",
-                        onnx_attention_recipe=False)
+    quantized = _export("onnx-qdq", source, calib, tmp_path / "all", target="x86-vnni",
+                        attention_recipe=False)
     assert quantized.recipe["attention_recipe"] is False
     assert _producer_of_input(quantized.main, "LayerNormalization") == "DequantizeLinear"
     cnn = _export("onnx-qdq", load_model(f"{model_file}:SmallCnn"), _samples((1, 3, 16, 16), "image"), tmp_path / "cnn",
-                  onnx_target="x86-vnni")
+                  target="x86-vnni")
     assert cnn.recipe["attention_recipe"] is False
     source.close()
 
@@ -92,8 +93,8 @@ def test_onnx_qdq_keeps_the_attention_mask_path_float(model_file: Path, tmp_path
     calib, held = _samples((1, 8, 32), "tokens", count=24)[:16], _samples((1, 8, 32), "tokens", count=24)[16:]
     errors = {}
     for recipe in (True, False):
-        files = _export("onnx-qdq", source, calib, tmp_path / str(recipe), onnx_target="x86-vnni",
-                        onnx_attention_recipe=recipe)
+        files = _export("onnx-qdq", source, calib, tmp_path / str(recipe), target="x86-vnni",
+                        attention_recipe=recipe)
         softmax_input = _producer_of_input(files.main, "Softmax")
         assert (softmax_input != "DequantizeLinear") is recipe, softmax_input
         session = ort.InferenceSession(str(files.main), providers=["CPUExecutionProvider"])
@@ -139,13 +140,14 @@ def test_openvino_transformer_recipe_symmetric_without_smooth_quant_unless_asked
     assert float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got))) > 0.95
     ranges = _activation_ranges(default.main)
     assert ranges and all(_symmetric(*r) for r in ranges), ranges  # NNCF's TRANSFORMER default would be MIXED
-    mixed = _export("openvino-int8", source, calib, tmp_path / "mixed", openvino_preset="mixed")
+    mixed = _export("openvino-int8", source, calib, tmp_path / "mixed", preset="mixed")
     assert mixed.recipe["activations"] == "int8 asymmetric per-tensor"
     assert not all(_symmetric(*r) for r in _activation_ranges(mixed.main))
-    asked = _export("openvino-int8", source, calib, tmp_path / "sq", openvino_smooth_quant=True)
+    asked = _export("openvino-int8", source, calib, tmp_path / "sq", smooth_quant=True)
     assert asked.recipe["smooth_quant"] is True
-    with pytest.raises(BackendError, match="^openvino_preset 'fast' must be 'performance' or 'mixed'$"):
-        _export("openvino-int8", source, calib, tmp_path / "bad", openvino_preset="fast")
+    with pytest.raises(ConfigError, match=r"^configs\['openvino-int8'\]: openvino-int8.preset: Input should be 'performance' "
+                                          r"or 'mixed' \(got 'fast'\)$"):
+        _export("openvino-int8", source, calib, tmp_path / "bad", preset="fast")
     cnn = _export("openvino-int8", load_model(f"{model_file}:SmallCnn"), _samples((1, 3, 16, 16), "image"),
                   tmp_path / "cnn")
     assert "smooth_quant" not in cnn.recipe and cnn.recipe["model_type"] is None

@@ -117,7 +117,7 @@ def test_three_output_model_every_output_verified(three_heads: tuple[Path, Path]
     printed = capsys.readouterr().out
     assert code == 0, printed
     manifest = Manifest.read(tmp_path / "three_heads" / "manifest.json")
-    assert manifest.schema_version == "1.1"
+    assert manifest.schema_version == "1.2"
     for art in manifest.artifacts:
         assert art.status == "ok", art.error
         ver = art.verification

@@ -39,7 +39,7 @@ def export(
     min_fidelity: float | None = typer.Option(None, "--min-fidelity", help="Label-free floor: worst-sample cosine vs "
                                               "FP32 of every output on held-out inputs; layers return to float until "
                                               "it holds (docs/accuracy.md)"),
-    fallback: str = typer.Option("fp32", "--fallback", help="--max-drop fallback for sensitive layers: fp32 "
+    fallback: str | None = typer.Option(None, "--fallback", help="--max-drop fallback for sensitive layers: fp32 "
                                  "(fastest on the CPUs measured) or tiered (int16 activations, then bf16/fp16 where "
                                  "computed, then fp32: smaller, slower without int16 kernels; docs/precision.md)"),
     jobs: str = typer.Option("auto", "--jobs", "-j", help="Backends exported at once, each pinned to its own cores "
@@ -53,11 +53,17 @@ def export(
     trust_model: bool = typer.Option(False, "--trust-model", help="Allow code inside the model file to run: pickled "
                                      "objects in a .pt2, Keras Lambda layers, SavedModel ops with side effects "
                                      "(README: Security)"),
-    w4_group_size: int = typer.Option(128, "--w4-group-size", help="INT4 weight-only backends (onnx-w4, openvino-w4, "
-                                      "tflite-w4): weights per quantization group; -1 = per output channel"),
-    w4_ratio: float = typer.Option(1.0, "--w4-ratio", help="INT4 weight-only backends: fraction of weight parameters "
-                                   "in INT4 (lowest INT4 error first), the rest INT8"),
+    w4_group_size: int | None = typer.Option(None, "--w4-group-size", help="INT4 weight-only backends (onnx-w4, "
+                                             "openvino-w4, tflite-w4): weights per quantization group (default 128); "
+                                             "-1 = per output channel"),
+    w4_ratio: float | None = typer.Option(None, "--w4-ratio", help="INT4 weight-only backends: fraction of weight "
+                                          "parameters in INT4 (lowest INT4 error first), the rest INT8 (default 1)"),
     w4_asym: bool = typer.Option(False, "--w4-asym", help="INT4 weight-only backends: asymmetric INT4 (zero points)"),
+    option: list[str] | None = typer.Option(None, "--option", "-O", help="A backend option BACKEND.KEY=VALUE "
+                                            "(repeatable; VALUE a YAML scalar or list), e.g. -O onnx-qdq.percentile="
+                                            "99.99; `edgeq backends --options` lists them (docs/recipes.md)"),
+    backend_config: Path | None = typer.Option(None, "--backend-config", help="YAML file of backend options: "
+                                               "BACKEND: {KEY: VALUE, ...}; dedicated flags and -O override it"),
 ) -> None:
     """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
     from edgeq.pipeline import ExportRequest, run_export
@@ -66,7 +72,7 @@ def export(
 
     if tflite_io not in ("int8", "float"):
         raise typer.BadParameter("--tflite-io must be int8 or float")
-    if fallback not in ("tiered", "fp32"):
+    if fallback not in (None, "tiered", "fp32"):
         raise typer.BadParameter("--fallback must be tiered or fp32")
     if tflite_narrow_convs not in ("int8", "float"):
         raise typer.BadParameter("--tflite-narrow-convs must be int8 or float")
@@ -75,12 +81,12 @@ def export(
     from edgeq.qat import settings_from_cli
 
     qat_settings = settings_from_cli(qat, train, epochs, lr, seed, max_drop)
-    from edgeq.types import Int4Weights
+    from edgeq.backends.options import build_configs, flag_entries, parse_assignment, read_options_file
 
-    try:
-        weights4 = Int4Weights(group_size=w4_group_size, ratio=w4_ratio, symmetric=not w4_asym)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    configs = build_configs([  # lowest precedence first: the file, the dedicated flags, -O
+        *(read_options_file(backend_config) if backend_config is not None else []),
+        *flag_entries(fallback, None if tflite_route == "auto" else tflite_route, w4_group_size, w4_ratio, w4_asym),
+        *(parse_assignment(text) for text in option or [])])
     request = ExportRequest(
         model=model, calib=calib, backends=backend, out=out, weights=weights, input_shapes=input_shape,
         calib_samples=calib_samples, seed=seed, holdout=holdout, holdout_samples=holdout_samples,
@@ -89,9 +95,7 @@ def export(
         jobs=_parse_jobs(jobs), trust_model=trust_model,
         options=ExportOptions(calib_method=calib_method, tflite_io=tflite_io,  # type: ignore[arg-type]
                               tflite_narrow_convs=tflite_narrow_convs, qat=qat_settings,  # type: ignore[arg-type]
-                              weights4=weights4,
-                              extra={"fallback": fallback, **({} if tflite_route == "auto" else
-                                                              {"tflite_route": tflite_route})}),
+                              configs=configs),
     )
     with StepProgress() as progress:
         manifest = run_export(request, on_step=progress.log, on_progress=progress.advance)
@@ -118,8 +122,16 @@ def _parse_jobs(text: str) -> int | str:
     return int(text)
 
 
-def backends() -> None:
+def backends(
+    options: bool = typer.Option(False, "--options", help="List every backend's options (-O BACKEND.KEY=VALUE, "
+                                 "--backend-config) as a Markdown table: type, default, meaning"),
+) -> None:
     """List every backend, whether its packages are installed, and their versions."""
+    if options:
+        from edgeq.backends.options import options_markdown
+
+        typer.echo(options_markdown())
+        return
     from importlib.metadata import PackageNotFoundError, version
 
     from rich.table import Table

@@ -17,6 +17,9 @@ from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeq.errors import ConfigError
+from edgeq.yamlconfig import child as _child
+from edgeq.yamlconfig import compose, read_text
+from edgeq.yamlconfig import line_of as _line
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -134,38 +137,12 @@ def devices_json_schema() -> str:
 
 def load_devices(path: str | Path) -> DevicesFile:
     """Read and validate devices.yaml; every problem is one ``ConfigError`` line with file:line."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"devices file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_devices(decode_utf8(data, path), str(path))
-
-
-def decode_utf8(data: bytes, path: Path | str) -> str:
-    """A config file's text; a ConfigError naming the line and byte when it is not UTF-8."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    return parse_devices(read_text(path, "devices file"), str(path))
 
 
 def parse_devices(text: str, filename: str = "devices.yaml") -> DevicesFile:
     """Validate devices.yaml text (``filename`` only labels the errors)."""
-    import yaml
-
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{filename}{line}: invalid YAML: {exc.problem or exc.context}") from None
-    except Exception as exc:  # noqa: BLE001 - PyYAML also raises ValueError/OverflowError on e.g. "\U99999999"
-        raise ConfigError(f"{filename}: invalid YAML: {' '.join(str(exc).split())[:200]}") from None
+    node, data = compose(text, filename)
     if not isinstance(data, dict):
         raise ConfigError(f"{filename}:1: expected a mapping with a 'devices:' list")
     _check_unique_names(data, node, filename)
@@ -230,20 +207,3 @@ def _check_unique_names(data: dict[str, Any], root: Any, filename: str) -> None:
             raise ConfigError(f"{filename}:{line}: device name {name!r} is used twice (names must be unique)")
         if isinstance(name, str):
             seen.add(name)
-
-
-def _line(node: Any) -> int | None:
-    return node.start_mark.line + 1 if node is not None and getattr(node, "start_mark", None) else None
-
-
-def _child(node: Any, part: Any) -> Any:
-    import yaml
-
-    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-        for key, value in node.value:
-            if key.value == part:
-                return value
-        return None
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-        return node.value[part]
-    return None

@@ -9,7 +9,6 @@ layers of the plain PTQ artifact (or lets its own tool rank them) and yields the
 
 from __future__ import annotations
 
-import copy
 import importlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -167,12 +166,20 @@ class AdapterBase:
             lambda groups: ranked_attempts(groups, tiers, move))
 
 
-def with_extra(options: ExportOptions, key: str, value: object) -> ExportOptions:
-    """A copy of ``options`` with ``extra[key] = value``."""
-    changed = copy.copy(options)
-    changed.extra = dict(options.extra)
-    changed.extra[key] = value
-    return changed
+def config_of(backend: str, options: ExportOptions) -> Any:
+    """``backend``'s typed config in ``options`` (its defaults when none was given), found in its runtime package."""
+    from edgeq.runtimes import backend_classes, runtime_packages
+
+    for package in runtime_packages():
+        for cls in backend_classes(package):
+            if cls.name == backend:
+                return cls.config_of(options)
+    return options.configs[backend]  # a backend registered from outside edgeq: its options were given
+
+
+def with_option(options: ExportOptions, backend: str, **changes: object) -> ExportOptions:
+    """A copy of ``options`` whose config for ``backend`` has ``changes`` (validated)."""
+    return options.with_config(backend, config_of(backend, options).updated(**changes))
 
 
 def channel_sqnr(pre: np.ndarray, post: np.ndarray) -> float:
@@ -208,11 +215,12 @@ def ranked_attempts(groups: list[LayerGroup], tiers: Sequence[str],
             yield move(tier, groups[:k])
 
 
-def float_attempt(options: ExportOptions, key: str, tier: str, top: list[LayerGroup]) -> Attempt:
-    """The rebuild that adds the layers of ``top`` to the option list ``extra[key]`` (layers left in ``tier``)."""
-    base = [str(n) for n in options.extra.get(key, []) or []]
+def float_attempt(options: ExportOptions, backend: str, key: str, tier: str, top: list[LayerGroup]) -> Attempt:
+    """The rebuild that adds the layers of ``top`` to the list option ``key`` of ``backend``'s config (layers left in
+    ``tier``)."""
+    base = [str(n) for n in getattr(config_of(backend, options), key)]
     layers = list(dict.fromkeys(layer for g in top for layer in g.layers))
-    return Attempt(with_extra(options, key, base + layers), {"layers_to_float": layers}, layers,
+    return Attempt(with_option(options, backend, **{key: base + layers}), {"layers_to_float": layers}, layers,
                    dict.fromkeys(layers, tier))
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from edgeq.errors import BackendUnavailable, CalibrationError
+from edgeq.backend_config import BackendConfig
+from edgeq.errors import BackendUnavailable, CalibrationError, ConfigError
 
 if TYPE_CHECKING:
     from edgeq.models.base import ModelSource
@@ -35,6 +36,8 @@ class ExportedFiles:
     """The settings actually used (quantization types, per-channel, calibration method …), for the manifest."""
     notes: list[str] = field(default_factory=list)
     """Human-readable remarks shown in the export table (e.g. why a setting was chosen)."""
+    config: dict[str, object] = field(default_factory=dict)
+    """The backend's typed options the artifact was built with (``Config.model_dump()``), for the manifest."""
 
 
 class Backend:
@@ -47,6 +50,23 @@ class Backend:
     """Importable module names this backend needs at export time."""
     pip_extra: ClassVar[str] = "all"
     needs_calibration: ClassVar[bool] = False
+    Config: ClassVar[type[BackendConfig]] = BackendConfig
+    """This backend's typed options (``-O NAME.KEY=VALUE``, ``--backend-config``); unknown keys are refused."""
+
+    @classmethod
+    def config_of(cls, options: ExportOptions) -> Any:
+        """This backend's options in ``options`` (the defaults when none were given), as a ``cls.Config``."""
+        given = options.configs.get(cls.name)
+        if isinstance(given, cls.Config):
+            return given
+        from pydantic import ValidationError
+
+        try:
+            return cls.Config.model_validate(given.model_dump() if isinstance(given, BackendConfig) else given or {})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"])
+            raise ConfigError(f"{cls.name}.{where}: {error['msg']}") from None
 
     @classmethod
     def missing_packages(cls) -> list[str]:

@@ -28,13 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeq.errors import ConfigError
 
-FALLBACK_KEYS = {"onnx-qdq": "nodes_to_exclude", "tflite-int8": "tflite_exclude_modules"}
-"""Backends whose sensitivity ranking (edgeq.accuracy) feeds a per-layer float fallback, and the option key."""
+FALLBACK_KEYS = {"onnx-qdq": "nodes_to_exclude", "tflite-int8": "exclude_modules"}
+"""Backends whose sensitivity ranking (edgeq.accuracy) feeds a per-layer float fallback, and their config field."""
 OPTION_CHOICES: dict[str, dict[str, list[Any]]] = {
     "tflite-int8": {"tflite_io": ["int8", "float"], "tflite_narrow_convs": ["int8", "float"]},
-    "openvino-int8": {"openvino_preset": ["performance", "mixed"]},
+    "openvino-int8": {"preset": ["performance", "mixed"]},
 }
-"""Typed backend options searched by default (first value = the backend's default recipe)."""
+"""Options searched by default (first value = the backend's default recipe): the shared ``ExportOptions`` fields
+(``tflite_io``, ``tflite_narrow_convs``) or fields of the backend's typed config (``Backend.Config``)."""
 DEFAULT_CALIB_SAMPLES = (100, 300)
 DEFAULT_FALLBACK = (0, 1, 2, 4)
 DEFAULT_QAT_EPOCHS = (0, 1, 2)

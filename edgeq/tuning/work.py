@@ -154,14 +154,15 @@ def _one_torch_thread(model: str) -> None:
 
 
 def _export(context: TuneContext, recipe: Recipe, key: str, layers: list[str]) -> None:
+    from edgeq.backends import get_backend
     from edgeq.pipeline import ExportRequest, run_export
     from edgeq.types import ExportOptions
 
     options: dict[str, Any] = dict(recipe.options)
     typed = {k: options.pop(k) for k in ("tflite_io", "tflite_narrow_convs") if k in options}
-    extra: dict[str, object] = dict(options)
     if layers:
-        extra[FALLBACK_KEYS[recipe.backend]] = layers
+        options[FALLBACK_KEYS[recipe.backend]] = layers
+    config = get_backend(recipe.backend).Config.model_validate(options)  # the rest: the backend's typed options
     qat = None
     if recipe.qat_epochs:
         from edgeq.qat import settings_from_cli
@@ -173,7 +174,8 @@ def _export(context: TuneContext, recipe: Recipe, key: str, layers: list[str]) -
         calib_samples=recipe.calib_samples or 300, seed=context.seed, eval_spec=context.eval_spec,
         eval_samples=context.eval_samples, metric=context.metric, drop_type=context.drop_type,
         max_drop=context.max_drop if recipe.accuracy_control else None, jobs=1,
-        options=ExportOptions(calib_method=recipe.calib_method or "minmax", extra=extra, qat=qat, **typed))
+        options=ExportOptions(calib_method=recipe.calib_method or "minmax", configs={recipe.backend: config}, qat=qat,
+                              **typed))
     run_export(request)
 
 

@@ -48,7 +48,7 @@ def _qdq_quantizer(target: str) -> tuple[Any, dict[str, Any]]:
 
 
 def qdq_onnx(source: Any, calib: Any, options: Any) -> tuple[Path, dict[str, Any]]:
-    """The QAT-trained QDQ ONNX for this machine's (or ``options.extra["onnx_target"]``'s) CPU, trained once per
+    """The QAT-trained QDQ ONNX for this machine's (or ``-O onnx-qdq.target``'s) CPU, trained once per
     source and shared by onnx-qdq and openvino-int8; returns the path and the recipe."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
@@ -58,7 +58,9 @@ def qdq_onnx(source: Any, calib: Any, options: Any) -> tuple[Path, dict[str, Any
     from edgeq.runtimes.tflite._tflite import quiet
 
     settings: QatSettings = options.qat
-    target = str(options.extra.get("onnx_target") or detect_target())
+    from edgeq.runtimes.onnx.onnx_qdq import OnnxQdq
+
+    target = str(OnnxQdq.config_of(options).target or detect_target())
     cache = source.__dict__.setdefault("_edgeq_qat_qdq", {})
     key = (settings, target)
     if key not in cache:

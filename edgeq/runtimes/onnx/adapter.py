@@ -15,7 +15,7 @@ from edgeq.runtimes.adapter import (
     LayerGroup,
     float_attempt,
     sqnr_ranking,
-    with_extra,
+    with_option,
 )
 from edgeq.runtimes.base import ExportedFiles
 from edgeq.types import ExportOptions, Feeds
@@ -72,9 +72,9 @@ class OnnxAdapter(AdapterBase):
                      request: ControlRequest, tiered: bool) -> ControlPlan:
         def move(tier: str, top: list[LayerGroup]) -> Attempt:
             if tier != "int16":
-                return float_attempt(options, "nodes_to_exclude", tier, top)
+                return float_attempt(options, backend, "nodes_to_exclude", tier, top)
             tensors = [g.tensor for g in top]
-            return Attempt(with_extra(options, "int16_tensors", tensors), {"int16_tensors": tensors},
+            return Attempt(with_option(options, backend, int16_tensors=tensors), {"int16_tensors": tensors},
                            layer_tiers={t: "int16 activations" for t in tensors})
 
         return self.ranked_plan(

@@ -10,7 +10,7 @@ selection" and "When and why do I need to try U8U8"):
 - x86-64 without VNNI (AVX2 / AVX512-BW only): U8S8 with ``reduce_range`` (7-bit weights), because VPMADDUBSW
   saturates 16-bit intermediates with full-range weights — the accuracy problem ORT documents.
 - ARM64 and others: S8S8, ORT's default recommendation for QDQ, served by the ARM (S)DOT kernels.
-The target is this machine unless ``options.extra["onnx_target"]`` says "x86-vnni", "x86-avx2" or "arm64".
+The target is this machine unless ``-O onnx-qdq.target=`` says "x86-vnni", "x86-avx2" or "arm64" (``OnnxQdqConfig``).
 
 Attention graphs (a fused attention op, or Softmax beside activation×activation MatMuls) get the transformer recipe,
 each part measured on BERT-mini (bench/peers.py) and the real MiniLM-L6 sentence encoder (docs/recipes.md):
@@ -21,7 +21,7 @@ each part measured on BERT-mini (bench/peers.py) and the real MiniLM-L6 sentence
   int8 scale cannot hold -3.4e38 beside the scores;
 - MatMul / Gemm outputs are not re-quantized (ORT runs them as MatMulIntegerToFloat): a projection's output range is
   set by a few outlier channels, and a u8 grid over it erases the rest.
-``options.extra["onnx_attention_recipe"]`` (true/false) overrides the detection.
+``-O onnx-qdq.attention_recipe=true|false`` overrides the detection.
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
+from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.onnx._onnx import (
@@ -183,6 +186,19 @@ def calibration_stride(model_path: Path, samples: int) -> int:
     return max(d for d in range(1, min(budget, samples) + 1) if samples % d == 0)
 
 
+class OnnxQdqConfig(FallbackConfig):
+    """onnx-qdq (and onnx-w8a16) options; unset (null) = chosen by detection or by measurement."""
+
+    target: Literal["x86-vnni", "x86-avx2", "arm64", "other"] | None = Field(
+        None, description="CPU the activation/weight types are chosen for; default this machine")
+    attention_recipe: bool | None = Field(None, description="Force the transformer recipe on/off; default detected")
+    reduce_range: bool | None = Field(None, description="7-bit weights; default by target (x86-avx2: measured)")
+    per_channel: bool | None = Field(None, description="Per-channel weights; default measured vs per-tensor")
+    percentile: float = Field(99.999, gt=50.0, le=100.0, description="CalibPercentile of the percentile method")
+    nodes_to_exclude: list[str] = Field([], description="Nodes kept float (accuracy control adds to them)")
+    int16_tensors: list[str] = Field([], description="Activations quantized to int16 (accuracy control's tier)")
+
+
 class OnnxQdq(Backend):
     name = "onnx-qdq"
     runtime = "onnxruntime"
@@ -190,6 +206,7 @@ class OnnxQdq(Backend):
     requires = ("onnx", "onnxruntime")
     pip_extra = "onnx"
     needs_calibration = True
+    Config = OnnxQdqConfig
 
     @staticmethod
     def quant_types(target: str) -> dict[str, object]:
@@ -205,9 +222,10 @@ class OnnxQdq(Backend):
             from edgeq.runtimes.onnx.adapter import ADAPTER
 
             return ADAPTER.export_qat(self.name, source, calib, out_dir, options)
-        target = str(options.extra.get("onnx_target") or detect_target())
+        config: OnnxQdqConfig = self.config_of(options)
+        target = str(config.target or detect_target())
         types = self.quant_types(target)
-        forced = options.extra.get("onnx_attention_recipe")
+        forced = config.attention_recipe
         types["attention"] = bool(forced) if forced is not None else has_attention(source.onnx_path())
         notes: list[str] = []
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".qdq-pid{os.getpid()}-") as tmp:
@@ -215,17 +233,16 @@ class OnnxQdq(Backend):
             prepped = self._preprocess(source, work, notes)  # once: both weight-bit trials quantize this graph
             float_nodes = residual_norm_nodes(prepped) + mask_nodes(prepped) if types["attention"] else []
             float_nodes += mixed_output_nodes(source, calib, prepped, notes)
-            if types["reduce_range"] and "onnx_reduce_range" not in options.extra:
+            if types["reduce_range"] and config.reduce_range is None:
                 main, types = self._pick_reduce_range(source, calib, prepped, out_dir, work, options, types, method,
                                                       float_nodes)
             else:
-                if "onnx_reduce_range" in options.extra:
-                    types = {**types, "reduce_range": bool(options.extra["onnx_reduce_range"]),
-                             "reason": "reduce_range set by onnx_reduce_range"}
+                if config.reduce_range is not None:
+                    types = {**types, "reduce_range": config.reduce_range,
+                             "reason": f"reduce_range set by {self.name}.reduce_range"}
                 main, types, method = self._pick_granularity_and_range(source, calib, prepped, out_dir, work,
                                                                        options, types, method, float_nodes)
-        excluded = list(options.extra.get("nodes_to_exclude", []) or [])
-        int16 = list(options.extra.get("int16_tensors", []) or [])
+        excluded, int16 = list(config.nodes_to_exclude), list(config.int16_tensors)
         calibration = {v: k for k, v in CALIBRATION_METHODS.items() if v}.get(method, options.calib_method)
         recipe = {"format": "QDQ", "per_channel": bool(types.get("per_channel", True)), "target": target,
                   "calibration": calibration, "picked_by": str(types.get("picked_by", "")),
@@ -238,7 +255,7 @@ class OnnxQdq(Backend):
         if types.get("picked_by"):
             notes.insert(1, f"{granularity} weights, {calibration} ranges: {types['picked_by']}")
         if types["attention"]:
-            why = "onnx_attention_recipe" if forced is not None else "attention graph"
+            why = f"{self.name}.attention_recipe" if forced is not None else "attention graph"
             notes.insert(1, f"{why}: LayerNorm, residual Adds and attention-mask ops float, MatMul/Gemm outputs not "
                             f"re-quantized (accuracy)")
         return ExportedFiles(main=main, recipe=recipe, notes=notes)
@@ -276,10 +293,11 @@ class OnnxQdq(Backend):
         Why (bench/zoo.py, docs/zoo.md): on real models no single choice wins. MTCNN PNet's box head: per-channel
         0.983, per-tensor 0.994 worst-sample cosine; PP-OCRv5 text recognition: minmax 0.59, percentile 0.69;
         PP-OCR's orientation classifier: per-channel minmax 0.993. Accuracy-control rebuilds (``nodes_to_exclude``
-        set) and ``onnx_per_channel`` skip the trials.
+        set) and ``per_channel`` skip the trials.
         """
-        if "nodes_to_exclude" in options.extra or "onnx_per_channel" in options.extra:
-            chosen = {**types, "per_channel": bool(options.extra.get("onnx_per_channel", True))}
+        config: OnnxQdqConfig = self.config_of(options)
+        if config.nodes_to_exclude or config.per_channel is not None:
+            chosen = {**types, "per_channel": config.per_channel is not False}
             return self._quantize(source, calib, prepped, out_dir / "model.onnx", work, options, chosen, method,
                                   float_nodes), chosen, method
         methods = [method, "Percentile"] if options.calib_method == "minmax" else [method]
@@ -315,21 +333,22 @@ class OnnxQdq(Backend):
                 quant_pre_process(fp32, str(prepped), skip_symbolic_shape=True)
         return prepped
 
-    @staticmethod
-    def _quantize(source, calib, prepped: Path, out: Path, work: Path, options, types, method: str,
+    @classmethod
+    def _quantize(cls, source, calib, prepped: Path, out: Path, work: Path, options, types, method: str,
                   float_nodes: list[str]) -> Path:
         """``quantize_static`` of the pre-processed graph to ``out``; ``float_nodes`` stay float (attention recipe)."""
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+        config: OnnxQdqConfig = cls.config_of(options)
         extra = {"ActivationSymmetric": False, "WeightSymmetric": True,
                  "CalibStridedMinMax": calibration_stride(prepped, len(calib))}
         if method == "Percentile":
-            extra["CalibPercentile"] = float(options.extra.get("percentile", 99.999))
-        excluded = list(options.extra.get("nodes_to_exclude", []) or [])
+            extra["CalibPercentile"] = config.percentile
+        excluded = list(config.nodes_to_exclude)
         excluded += [name for name in dict.fromkeys(float_nodes) if name not in excluded]
         if types.get("attention"):
             extra["OpTypesToExcludeOutputQuantization"] = ["MatMul", "Gemm"]
-        int16 = [str(t) for t in options.extra.get("int16_tensors", []) or []]  # accuracy control's int16 tier
+        int16 = list(config.int16_tensors)  # accuracy control's int16 tier
         if int16:
             extra["TensorQuantOverrides"] = {t: [{"quant_type": QuantType.QInt16}] for t in int16}
         quantized = work / "quantized.onnx"

@@ -8,7 +8,7 @@ exports ``nn.Linear`` without a batch dim) is rewritten as MatMul + Add first so
 Convolutions stay FP32: ORT has no weight-only convolution, so on a CNN this tier only shrinks the linear layers.
 
 Executed precision on ORT CPU: ``accuracy_level`` 0 (default) dequantizes the weights and computes in FP32;
-``options.extra["onnx_w4_accuracy_level"] = 4`` lets MLAS quantize activations to int8 per block and run integer
+``-O onnx-w4.accuracy_level=4`` lets MLAS quantize activations to int8 per block and run integer
 dot products (faster on VNNI/ARM dot-product CPUs, less accurate). Activations are never stored quantized.
 """
 
@@ -17,7 +17,11 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field
+
+from edgeq.backend_config import Int4Config
 from edgeq.errors import BackendError
 from edgeq.runtimes._weights import choose_int4
 from edgeq.runtimes.base import Backend, ExportedFiles
@@ -64,12 +68,21 @@ def block_size(group_size: int, rows: int) -> int:
     return group_size if group_size != -1 else max(16, 2 ** math.ceil(math.log2(max(rows, 1))))
 
 
+class OnnxW4Config(Int4Config):
+    """onnx-w4 options: the INT4 settings and MatMulNBits' accuracy level."""
+
+    accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
+        None, description="MatMulNBits accuracy_level: 4 = int8 activations per block, integer dot products "
+                          "(faster on VNNI / ARM dot product, less accurate); default 0 (FP32 compute)")
+
+
 class OnnxW4(Backend):
     name = "onnx-w4"
     runtime = "onnxruntime"
     precision = "w4"
     requires = ("onnx", "onnxruntime")
     pip_extra = "onnx"
+    Config = OnnxW4Config
 
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         from onnx import numpy_helper
@@ -78,7 +91,7 @@ class OnnxW4(Backend):
             MatMulNBitsQuantizer,
         )
 
-        settings = options.weights4
+        settings: OnnxW4Config = self.config_of(options)
         model = load_full(source.onnx_path())
         gemms = gemm_to_matmul(model)
         inits = {init.name: init for init in model.graph.initializer}
@@ -93,8 +106,7 @@ class OnnxW4(Backend):
             raise BackendError(f"{self.name}: the graph has unnamed MatMul nodes; name them to choose INT4 layers")
         int4, errors = choose_int4({n: w.T for n, w in matmuls.items()}, settings.ratio, settings.group_size,
                                    settings.symmetric)
-        level = options.extra.get("onnx_w4_accuracy_level")
-        level = None if level is None else int(level)
+        level = settings.accuracy_level
         logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
         rows = max(w.shape[0] for w in matmuls.values())
         for bits, exclude in ((4, [n for n in matmuls if n not in int4]), (8, [])):

@@ -19,7 +19,7 @@ folding removes), so the spread (ONNX lower in 6 of 8 cells, by 0.2–10 %, torc
 machine noise. Tie → the simpler route, which is ONNX: one conversion path for PyTorch and ONNX sources,
 it reuses the FP32 ONNX that ``source.onnx_path()`` caches for the onnx-* backends, keeps the output names,
 and avoids ``convert_model(module)``'s TorchScript tracing, which torch 2.13 deprecates (``torch.jit.trace``
-DeprecationWarning). ``options.extra["openvino_route"] = "torch"`` forces the direct route;
+DeprecationWarning). ``-O openvino-*.route=torch`` (``OpenvinoRouteConfig``) forces the direct route;
 without it, a failing default route falls back to the other one with a note.
 """
 
@@ -44,12 +44,9 @@ WEIGHT_LIKE_TYPES = {"Constant", "Convert", "FakeQuantize", "FakeConvert", "Resh
 """Ops that may sit between a weight constant and a MatMul (decompression, layout changes)."""
 
 
-def torch_route(options: Any) -> str | None:
-    """The route a PyTorch source must take if ``options.extra["openvino_route"]`` says so; None = default."""
-    route = options.extra.get("openvino_route")
-    if route is not None and route not in ROUTES:
-        raise BackendError(f"openvino_route {route!r} is not one of: {', '.join(ROUTES)}")
-    return None if route is None else str(route)
+def torch_route(options: Any, backend: Any) -> str | None:
+    """The route a PyTorch source must take if ``backend``'s ``route`` option says so; None = default."""
+    return backend.config_of(options).route
 
 
 def convert_source(source: Any, route: str | None = None, notes: list[str] | None = None) -> tuple[Any, str]:

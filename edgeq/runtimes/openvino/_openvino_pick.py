@@ -93,7 +93,7 @@ def picked_note(trial: Trial, scores: dict[str, Score]) -> str:
 
 def recipe_trials(options: Any) -> list[Trial]:
     """The NNCF configurations to try, the current recipe first (kept unless clearly beaten). One trial when the user
-    fixed the recipe (``openvino_preset``, a calibration method other than the default minmax).
+    fixed the recipe (``-O openvino-int8.preset``, a calibration method other than the default minmax).
 
     Each alternative won on zoo models, held-out worst-sample cosine with 16 calibration samples (bench/zoo.py,
     docs/zoo.md); the ones that never won there (MIXED preset, 99.99 % quantile ranges, the overflow fix off, output
@@ -108,7 +108,8 @@ def recipe_trials(options: Any) -> list[Trial]:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     trials = [Trial("default")]
-    if "openvino_preset" in options.extra or options.calib_method != "minmax":
+    given = options.configs.get("openvino-int8") or {}  # a preset set by the user (-O openvino-int8.preset=) is kept
+    if "preset" in getattr(given, "model_fields_set", given) or options.calib_method != "minmax":
         return trials
     trials.append(Trial("histogram ranges", advanced={
         "activations_range_estimator_params": RangeEstimatorParametersSet.HISTOGRAM},

@@ -4,14 +4,15 @@ runtime model the CPU plugin compiled."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeq.runtimes.adapter import AdapterBase, Attempt, ControlPlan, ControlRequest, LayerGroup, with_extra
+from edgeq.runtimes.adapter import AdapterBase, Attempt, ControlPlan, ControlRequest, LayerGroup
 from edgeq.runtimes.base import ExportedFiles
-from edgeq.types import ExportOptions, Feeds
+from edgeq.types import ExportOptions, Feeds, MetricControl
 
 
 def openvino_float_tier() -> str:
@@ -41,9 +42,9 @@ def quantized_ov_layers(model_xml: Path) -> set[str]:
     return found
 
 
-def nncf_request(request: ControlRequest) -> dict[str, Any]:
-    """What openvino-int8 reads from ``extra["nncf_accuracy_control"]``: the eval items and NNCF's validation
-    function (the compiled model's outputs scored by ``request.score``; NNCF maximizes it)."""
+def nncf_request(request: ControlRequest) -> MetricControl:
+    """openvino-int8's ``ExportOptions.metric_control``: the eval items and NNCF's validation function (the compiled
+    model's outputs scored by ``request.score``; NNCF maximizes it)."""
 
     def validate(compiled: Any, items: Any) -> tuple[float, None]:
         indices, outputs = [], []
@@ -52,8 +53,9 @@ def nncf_request(request: ControlRequest) -> dict[str, Any]:
             outputs.append([np.asarray(v) for v in compiled(feeds).to_tuple()])
         return request.score(indices, outputs), None
 
-    return {"items": list(enumerate(request.samples)), "validate": validate, "max_drop": request.max_drop,
-            "drop_type": request.drop_type}
+    drop_type = "relative" if request.drop_type == "relative" else "absolute"
+    return MetricControl(items=list(enumerate(request.samples)), validate=validate, max_drop=request.max_drop,
+                         drop_type=drop_type)
 
 
 class OpenvinoAdapter(AdapterBase):
@@ -75,7 +77,7 @@ class OpenvinoAdapter(AdapterBase):
         plain and the controlled IR, and run at the CPU plugin's inference precision (``--fallback`` either way)."""
 
         def attempts(_groups: list[LayerGroup]) -> Any:
-            attempt = Attempt(with_extra(options, "nncf_accuracy_control", nncf_request(request)), {})
+            attempt = Attempt(replace(options, metric_control=nncf_request(request)), {})
 
             def settle(before: ExportedFiles, after: ExportedFiles) -> None:
                 floated = sorted(quantized_ov_layers(before.main) - quantized_ov_layers(after.main))

@@ -7,12 +7,12 @@ Transformer-like graphs (an attention op, or Softmax fed by activation×activati
 float — with the PERFORMANCE preset kept (NNCF would switch to MIXED, asymmetric activations) and SmoothQuant off.
 Measured on the BERT-mini shape (bench/peers.py, docs/recipes.md): this is as fast as NNCF's default call and
 closer to FP32; MIXED activations cost 6–10 % latency on x86 and SmoothQuant cost fidelity.
-``options.extra["openvino_preset"] = "mixed"`` and ``["openvino_smooth_quant"] = True`` restore NNCF's
-transformer defaults; ``["openvino_model_type"]`` ("cnn" | "transformer") overrides the detection. The recipe
+``-O openvino-int8.preset=mixed`` and ``-O openvino-int8.smooth_quant=true`` restore NNCF's
+transformer defaults; ``model_type`` ("cnn" | "transformer") overrides the detection (``OpenvinoInt8Config``). The recipe
 records which was chosen and why.
 
-Picked per model by measurement (``edgeq/backends/_openvino_pick.py``): with the default minmax method and no
-``openvino_preset``, three NNCF configurations — this recipe, histogram activation ranges, global min/max ranges with
+Picked per model by measurement (``edgeq/runtimes/openvino/_openvino_pick.py``): with the default minmax method and no
+``preset`` option, three NNCF configurations — this recipe, histogram activation ranges, global min/max ranges with
 full BiasCorrection — are each calibrated on the first calibration samples, saved, read back and scored by edgeq's
 runner on the held-back last ones; an alternative replaces this recipe only when it cuts the worst and mean error by
 25 %, and the winner is calibrated on every sample (``trial``, ``trial_scores``, ``picked_by`` in the manifest).
@@ -21,7 +21,7 @@ Recurrent ops (LSTM/GRU/RNN) stay float: the CPU plugin's INT8 RNN kernel comput
 Calibration methods (activation range estimators; weights always use per-channel min/max):
 - ``minmax``: NNCF's default — per-tensor activation ranges from the mean over samples of each sample's
   min/max (``RangeEstimatorParametersSet.MEAN_MINMAX``).
-- ``percentile``: per-sample quantiles at ``100 - p`` / ``p`` percent (``options.extra["percentile"]``,
+- ``percentile``: per-sample quantiles at ``100 - p`` / ``p`` percent (``-O openvino-int8.percentile=``,
   default 99.999), averaged over samples (``MEAN_QUANTILE``).
 - ``mse``: the histogram range search that minimises the L2 quantization error (``HISTOGRAM``).
 - ``entropy`` (KL divergence): NNCF has no such estimator; refused rather than replaced.
@@ -30,8 +30,11 @@ Calibration methods (activation range estimators; weights always use per-channel
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from edgeq.backend_config import FallbackConfig, OpenvinoRouteConfig
 from edgeq.errors import BackendError, CalibrationError
 from edgeq.runtimes._picking import trial_split
 from edgeq.runtimes.base import Backend, ExportedFiles
@@ -67,9 +70,7 @@ def range_estimator(method: str, options: Any) -> tuple[Any, str]:
     if method == "minmax":
         return None, "mean over samples of per-sample min/max (NNCF default)"
     if method == "percentile":
-        percentile = float(options.extra.get("percentile", 99.999))
-        if not 50.0 < percentile <= 100.0:
-            raise BackendError(f"percentile {percentile} must be in (50, 100] for openvino-int8")
+        percentile = OpenvinoInt8.config_of(options).percentile
         base = RangeEstimatorParametersSet.MEAN_QUANTILE
         prob = round(1.0 - percentile / 100.0, 12)
         params = RangeEstimatorParameters(
@@ -85,6 +86,17 @@ def range_estimator(method: str, options: Any) -> tuple[Any, str]:
                        f"(NNCF offers: {', '.join(SUPPORTED_METHODS)})")
 
 
+class OpenvinoInt8Config(FallbackConfig, OpenvinoRouteConfig):
+    """openvino-int8 options (nncf.quantize); accuracy control's NNCF search is ``ExportOptions.metric_control``."""
+
+    preset: Literal["performance", "mixed"] = Field("performance", description="NNCF QuantizationPreset: symmetric "
+                                                    "(performance) or asymmetric (mixed) activations")
+    model_type: Literal["cnn", "transformer"] | None = Field(None, description="NNCF ModelType; default detected")
+    smooth_quant: bool = Field(False, description="SmoothQuant on transformer graphs (NNCF's default: on)")
+    percentile: float = Field(99.999, gt=50.0, le=100.0, description="Quantile of the percentile method")
+    ignored_scope: list[str] = Field([], description="Layer names kept float (nncf.IgnoredScope)")
+
+
 class OpenvinoInt8(Backend):
     name = "openvino-int8"
     runtime = "openvino"
@@ -92,6 +104,7 @@ class OpenvinoInt8(Backend):
     requires = ("openvino", "nncf")
     pip_extra = "openvino"
     needs_calibration = True
+    Config = OpenvinoInt8Config
 
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         import nncf
@@ -103,36 +116,32 @@ class OpenvinoInt8(Backend):
             from edgeq.runtimes.openvino.adapter import ADAPTER
 
             return ADAPTER.export_qat(self.name, source, calib, out_dir, options)
+        config: OpenvinoInt8Config = self.config_of(options)
         notes: list[str] = []
-        model, route = convert_source(source, torch_route(options), notes)
+        model, route = convert_source(source, torch_route(options, self), notes)
         kind, evidence = graph_kind(model)
-        forced = options.extra.get("openvino_model_type")
-        if forced is not None:
-            if forced not in ("cnn", "transformer"):
-                raise BackendError(f"openvino_model_type {forced!r} must be 'cnn' or 'transformer'")
-            kind = str(forced)
+        if config.model_type is not None:
+            kind = config.model_type
         names = [spec.name for spec in source.inputs]
 
         def to_feeds(sample: dict[str, Any]) -> dict[str, Any]:
             return {name: sample[name] for name in names}
 
-        preset = str(options.extra.get("openvino_preset", "performance"))
-        if preset not in ("performance", "mixed"):
-            raise BackendError(f"openvino_preset {preset!r} must be 'performance' or 'mixed'")
+        preset = config.preset
         kwargs: dict[str, Any] = {"subset_size": len(calib), "preset": getattr(nncf.QuantizationPreset, preset.upper())}
         if kind == "transformer":
             kwargs["model_type"] = nncf.ModelType.TRANSFORMER
         advanced: dict[str, Any] = {}
         if estimator is not None:
             advanced["activations_range_estimator_params"] = estimator
-        smooth_quant = kind == "transformer" and bool(options.extra.get("openvino_smooth_quant", False))
+        smooth_quant = kind == "transformer" and config.smooth_quant
         if kind == "transformer" and not smooth_quant:  # measured: bench/peers.py, docs/recipes.md
             advanced["smooth_quant_alphas"] = nncf.AdvancedSmoothQuantParameters(matmul=-1)
         if advanced:
             kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(**advanced)
-        ignored = list(options.extra.get("ignored_scope", []) or [])  # layer names kept in float
-        recurrent = recurrent_types(model)  # INT8 LSTMs are wrong in a saved IR (edgeq/backends/_openvino_pick.py)
-        control = options.extra.get("nncf_accuracy_control")  # set by edgeq.accuracy for --max-drop
+        ignored = list(config.ignored_scope)  # layer names kept in float
+        recurrent = recurrent_types(model)  # INT8 LSTMs are wrong in a saved IR (edgeq/runtimes/openvino/_openvino_pick.py)
+        control = options.metric_control  # set by edgeq.accuracy for --max-drop
         trials = recipe_trials(options)
 
         def settings(trial: Trial, subset: int) -> dict[str, Any]:
@@ -166,8 +175,8 @@ class OpenvinoInt8(Backend):
                     if "advanced_parameters" in chosen:
                         chosen["advanced_quantization_parameters"] = chosen.pop("advanced_parameters")
                     quantized = nncf.quantize_with_accuracy_control(
-                        model, nncf.Dataset(calib, to_feeds), nncf.Dataset(control["items"]), control["validate"],
-                        max_drop=control["max_drop"], drop_type=getattr(nncf.DropType, control["drop_type"].upper()),
+                        model, nncf.Dataset(calib, to_feeds), nncf.Dataset(control.items), control.validate,
+                        max_drop=control.max_drop, drop_type=getattr(nncf.DropType, control.drop_type.upper()),
                         **chosen)
         except KeyError as exc:
             raise CalibrationError(f"calibration samples lack input {exc.args[0]!r} needed by {source.name}") from None
@@ -193,16 +202,17 @@ class OpenvinoInt8(Backend):
         if recurrent:
             recipe["recurrent_float"] = recurrent
             notes.append(f"{', '.join(recurrent)} kept float: the CPU plugin's INT8 RNN kernel computes them wrongly "
-                         f"from a saved IR (edgeq/backends/_openvino_pick.py)")
+                         f"from a saved IR (edgeq/runtimes/openvino/_openvino_pick.py)")
         if scores:
             recipe["trial"], recipe["picked_by"] = trial.label, picked_note(trial, scores)
             recipe["trial_scores"] = {label: [round(worst, 6), round(mean, 6)] for label, (worst, mean) in scores.items()}
             notes.insert(0, recipe["picked_by"])
         if control:
-            recipe["accuracy_control"] = f"nncf.quantize_with_accuracy_control (max_drop {control['max_drop']}, " \
-                                         f"{control['drop_type']})"
+            recipe["accuracy_control"] = f"nncf.quantize_with_accuracy_control (max_drop {control.max_drop}, " \
+                                         f"{control.drop_type})"
+        forced = config.model_type
         why = ("attention found (SDPA, or Softmax on activation×activation MatMuls)" if kind == "transformer" and not forced
-               else f"forced by openvino_model_type={forced}" if forced else "no attention pattern")
+               else f"forced by {self.name}.model_type={forced}" if forced else "no attention pattern")
         notes.insert(0, f"NNCF {preset} preset, {kind} graph: {why}; {fake_quantize} FakeQuantize ops; via {route} route")
         notes += [f"nncf: {w}" for w in warnings[:5]]
         return ExportedFiles(main=main, recipe=recipe, notes=notes)

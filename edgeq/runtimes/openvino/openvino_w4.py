@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgeq.backend_config import Int4Config, OpenvinoRouteConfig
 from edgeq.errors import BackendError
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.openvino._openvino import convert_source, quiet_nncf, save_ir, torch_route
@@ -40,20 +41,25 @@ def compressed_weights(model: Any) -> dict[str, int]:
     return counts
 
 
+class OpenvinoW4Config(Int4Config, OpenvinoRouteConfig):
+    """openvino-w4 options: the INT4 settings and the PyTorch conversion route."""
+
+
 class OpenvinoW4(Backend):
     name = "openvino-w4"
     runtime = "openvino"
     precision = "w4"
     requires = ("openvino", "nncf")
     pip_extra = "openvino"
+    Config = OpenvinoW4Config
 
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         import nncf
         from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
 
-        settings = options.weights4
+        settings: OpenvinoW4Config = self.config_of(options)
         notes: list[str] = []
-        model, route = convert_source(source, torch_route(options), notes)
+        model, route = convert_source(source, torch_route(options, self), notes)
         mode = nncf.CompressWeightsMode.INT4_SYM if settings.symmetric else nncf.CompressWeightsMode.INT4_ASYM
         warnings: list[str] = []
         try:

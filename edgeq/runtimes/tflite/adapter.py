@@ -18,7 +18,7 @@ from edgeq.runtimes.adapter import (
     LayerGroup,
     float_attempt,
     sqnr_ranking,
-    with_extra,
+    with_option,
 )
 from edgeq.runtimes.base import ExportedFiles
 from edgeq.types import ExportOptions, Feeds
@@ -114,16 +114,16 @@ class TfliteAdapter(AdapterBase):
         if _onnx2tf_built(plain):
             method = ("median per-channel SQNR of each TFLite op's output (TFLite QuantizationDebugger, onnx2tf "
                       "route); those ops and their consumers left float by the converter")
-            key, rebuild = "tflite_float_nodes", with_extra(options, "tflite_route", "onnx2tf")
             # the ops the route's recipe search left float stay float (edgeq/tools/tflite_recipe.py)
-            rebuild = with_extra(rebuild, key, list(plain.recipe.get("float_tensors") or []))
+            key, rebuild = "float_nodes", with_option(options, backend, route="onnx2tf",
+                                                      float_nodes=list(plain.recipe.get("float_tensors") or []))
         else:
             method = "median per-channel SQNR of each PT2E activation; modules left unannotated (float)"
-            key = "tflite_exclude_modules"
-            rebuild = with_extra(options, "tflite_route", "litert-torch") if source.framework == "onnx" else options
+            key = "exclude_modules"
+            rebuild = with_option(options, backend, route="litert-torch") if source.framework == "onnx" else options
 
         def move(tier: str, top: list[LayerGroup]) -> Attempt:
-            return float_attempt(rebuild, key, tier, top)
+            return float_attempt(rebuild, backend, key, tier, top)
 
         return self.ranked_plan(method, ("fp32",), move, backend, source, calib, plain, options, request)
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field
+
+from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError, UnsupportedConversion, failure_reason
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
@@ -16,7 +20,7 @@ from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_
 ONNX_ROUTES = ("onnx2tf", "litert-torch")
 """Route order for ONNX sources: onnx2tf (isolated tool environment) first — it exported and verified the most real
 ONNX models at the best fidelity (docs/onnx-to-tflite.md) — then onnx2fx → litert-torch PT2E. ``EDGEQ_TFLITE_ROUTES``
-(comma-separated) replaces the order; ``options.extra["tflite_route"]`` (``--tflite-route``) pins one route
+(comma-separated) replaces the order; ``-O tflite-int8.route=`` (``--tflite-route``) pins one route
 (accuracy control rebuilds through the route that worked)."""
 
 
@@ -29,6 +33,17 @@ def onnx_routes() -> list[str]:
     return named or list(ONNX_ROUTES)
 
 
+class TfliteInt8Config(FallbackConfig):
+    """tflite-int8 options (model I/O and narrow convolutions are the shared --tflite-io / --tflite-narrow-convs)."""
+
+    route: Literal["onnx2tf", "litert-torch"] | None = Field(
+        None, description="ONNX sources: pin one route; default the chain of ONNX_ROUTES. --tflite-route")
+    exclude_modules: list[str] = Field([], description="litert-torch routes: PT2E module paths left float "
+                                                       "(accuracy control adds to them)")
+    float_nodes: list[str] = Field([], description="onnx2tf route: TFLite tensors the converter leaves float "
+                                                   "(accuracy control adds to them)")
+
+
 class TfliteInt8(Backend):
     name = "tflite-int8"
     runtime = "tflite"
@@ -36,6 +51,7 @@ class TfliteInt8(Backend):
     requires = ("litert_torch", "torch", "torchao")
     pip_extra = "tflite"
     needs_calibration = True
+    Config = TfliteInt8Config
 
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         if options.calib_method != "minmax":
@@ -58,7 +74,7 @@ class TfliteInt8(Backend):
 
     def _onnx_chain(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         """Try each ONNX route in order; the first that converts wins, the others' reasons go into the recipe."""
-        pinned = options.extra.get("tflite_route")
+        pinned = self.config_of(options).route
         routes = [str(pinned)] if pinned else onnx_routes()
         failed: dict[str, str] = {}
         for route in routes:
@@ -81,7 +97,7 @@ class TfliteInt8(Backend):
     def _onnx2tf(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         from edgeq.runtimes.tflite import _tflite_onnx2tf
 
-        float_nodes = [str(n) for n in options.extra.get("tflite_float_nodes", []) or []]
+        float_nodes = list(self.config_of(options).float_nodes)
         mixed = source.mixed_range_outputs(calib)
         recipe = _tflite_onnx2tf.convert(source, calib, out_dir / "model.tflite", "int8", options.tflite_io,
                                          float_nodes, float_outputs=bool(mixed))
@@ -99,7 +115,7 @@ class TfliteInt8(Backend):
 
     def _litert(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         """litert-torch PT2E (PyTorch sources, and ONNX sources converted by onnx2fx)."""
-        excluded = [str(m) for m in options.extra.get("tflite_exclude_modules", []) or []]
+        excluded = list(self.config_of(options).exclude_modules)
         float_io = options.tflite_io == "float"
         narrow_float = options.tflite_narrow_convs == "float"
         main, per_channel = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from edgeq.backend_config import Int4Config
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.tflite._tflite import convert_fp32
 
@@ -21,15 +22,17 @@ class TfliteW4(Backend):
     precision = "w4"
     requires = ("litert_torch", "torch", "ai_edge_quantizer")
     pip_extra = "tflite"
+    Config = Int4Config
 
     def export(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         from edgeq.runtimes.tflite._tflite_tiers import w4
 
+        settings: Int4Config = self.config_of(options)
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tflite-") as tmp:
             fp32 = convert_fp32(source, Path(tmp) / "fp32.tflite", self.name)
-            main, recipe = w4(fp32, out_dir / "model.tflite", options.weights4)
+            main, recipe = w4(fp32, out_dir / "model.tflite", settings)
         recipe = {"route": f"{'TFLiteConverter' if source.framework == 'keras' else 'litert-torch'} + "
                            "ai-edge-quantizer", "layout": source.layout, **recipe}
         notes = [f"INT4 weights: {recipe['int4_layers']} layers INT4 ({recipe['int4_param_fraction']:.0%} of weights, "
-                 f"group {options.weights4.group_size}), {recipe['int8_layers']} INT8; {recipe['executes']}"]
+                 f"group {settings.group_size}), {recipe['int8_layers']} INT8; {recipe['executes']}"]
         return ExportedFiles(main=main, recipe=recipe, notes=notes)
