@@ -58,9 +58,9 @@ def qdq_onnx(source: Any, calib: Any, options: Any) -> tuple[Path, dict[str, Any
     from edgeq.runtimes.tflite._tflite import quiet
 
     settings: QatSettings = options.qat
-    from edgeq.runtimes.onnx.onnx_qdq import OnnxQdq
+    from edgeq.runtimes.adapter import config_of
 
-    target = str(OnnxQdq.config_of(options).target or detect_target())
+    target = str(config_of("onnx-qdq", options).target or detect_target())
     cache = source.__dict__.setdefault("_edgeq_qat_qdq", {})
     key = (settings, target)
     if key not in cache:
