@@ -60,7 +60,8 @@ def export(
     w4_asym: bool = typer.Option(False, "--w4-asym", help="INT4 weight-only backends: asymmetric INT4 (zero points)"),
 ) -> None:
     """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
-    from edgeq.pipeline import ExportRequest, run_export
+    from edgeq.export.context import ExportRequest
+    from edgeq.export.orchestration import run_export
     from edgeq.report.export_table import print_export_table
     from edgeq.ui import StepProgress, console
 
