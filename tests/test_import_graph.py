@@ -123,8 +123,9 @@ def test_the_graph_sees_every_kind_of_import() -> None:
     graph = import_graph()
     assert graph.number_of_nodes() > 100
     assert graph.has_edge("edgeq.commands.export", "edgeq.export.orchestration")  # inside a function
-    assert graph.has_edge("edgeq.accuracy", "edgeq.export.candidate")  # under TYPE_CHECKING
-    assert graph.has_edge("edgeq.explain.onnx", "edgeq.explain")  # from edgeq.explain import <name>
+    assert graph.has_edge("edgeq.export", "edgeq.manifest")  # only under TYPE_CHECKING
+    assert graph.has_edge("edgeq", "edgeq.export")  # from edgeq import export (a module)
+    assert graph.has_edge("edgeq.commands.export", "edgeq.backends")  # from edgeq.backends import resolve
     assert graph.has_edge("edgeq.measure", "edgeq.targets.runner")  # the runner package installed as edgeq.targets
     assert not graph.has_edge("edgeq.measure", "edgeq")
 
