@@ -1,24 +1,18 @@
 """edgeq: calibrated, quantized, verified artifacts for edge devices.
 
-Heavy frameworks (torch, tensorflow, openvino) are imported lazily, only by the code that needs them.
+Heavy frameworks (torch, tensorflow, openvino) are imported lazily, only by the code that needs them. Nothing in
+edgeq imports this module: it is the top of the import graph (the version lives in ``edgeq._version``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from edgeq import export
+from edgeq._version import __version__
 
 if TYPE_CHECKING:
-    from edgeq.manifest import Manifest
-    from edgeq.tuning.study import TuneResult
-
-
-def export(model: Any, calib: Any, backends: list[str] | None = None, out: str = "out", **options: Any) -> Manifest:
-    """Export ``model`` with calibration data ``calib`` to ``backends`` under ``out``; see ``edgeq export --help``."""
-    from edgeq.pipeline import export as _export
-
-    return _export(model, calib, backends=backends, out=out, **options)
+    from edgeq.tuning.results import TuneResult
 
 
 def tune(model: Any, calib: Any, eval_spec: str, out: str = "tune", **options: Any) -> TuneResult:

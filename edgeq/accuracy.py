@@ -1,7 +1,7 @@
 """Accuracy-aware quantization (``edgeq export --eval EVALSET --max-drop X``, or label-free ``--min-fidelity C``).
 
 ``--min-fidelity C`` is the same loop with a label-free value: the worst-sample cosine vs FP32 of every output on the
-held-out samples (1.0 for FP32), budget a drop of 1 - C (edgeq/pipeline.py ``fidelity_floor``).
+held-out samples (1.0 for FP32), budget a drop of 1 - C (edgeq/export/control.py ``fidelity_floor``).
 
 Plain post-training quantization runs first. If its metric drop (against the FP32 source model, on the eval set)
 exceeds the budget, layers go back to float until the drop is within budget, with each backend's own tool. This
@@ -47,7 +47,7 @@ __all__ = ["RANKING_SAMPLES", "control_accuracy", "control_request", "latency_ra
 
 
 class Candidate(Protocol):
-    """What the control loop needs of a built candidate (``edgeq.pipeline.Candidate``)."""
+    """What the control loop needs of a built candidate (``edgeq.export.candidate.Candidate``)."""
 
     files: Any
     evaluation: Any
@@ -56,7 +56,7 @@ class Candidate(Protocol):
 
 
 class Evaluation(Protocol):
-    """What the control loop needs of the accuracy budget (``edgeq.pipeline.EvalContext``)."""
+    """What the control loop needs of the accuracy budget (``edgeq.export.context.EvalContext``)."""
 
     eval_set: Any
     metric: Any

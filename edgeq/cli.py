@@ -39,7 +39,7 @@ def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
-        from edgeq import __version__
+        from edgeq._version import __version__
 
         typer.echo(f"edgeq {__version__}")
         raise typer.Exit()

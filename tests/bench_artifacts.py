@@ -31,8 +31,9 @@ def _int8_model(fp32: Path, out: Path) -> None:
 
 def make_export_dir(root: Path, model_name: str = "tiny") -> Path:
     """Write OUT/<model>/{onnx-fp32,onnx-qdq}/model.onnx + manifest.json; returns OUT."""
+    from edgeq.digest import combined_sha256
+    from edgeq.export.candidate import file_entries
     from edgeq.manifest import Artifact, Manifest, ModelInfo, TensorInfo
-    from edgeq.pipeline import combined_sha256, file_entries
 
     model_dir = root / model_name
     fp32 = model_dir / "onnx-fp32" / "model.onnx"

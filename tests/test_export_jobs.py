@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgeq.cli import main
-from edgeq.export_jobs import plan_slots
+from edgeq.export.executors import plan_slots
 from edgeq.manifest import Manifest
 
 

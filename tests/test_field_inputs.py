@@ -184,7 +184,8 @@ def test_min_fidelity_floor_drives_the_layer_fallback(tiny_model_file: Path, tin
 
 def test_min_fidelity_options_are_checked_in_one_line(tiny_model_file: Path, tiny_calib: Path,
                                                       tmp_path: Path) -> None:
-    from edgeq.pipeline import ExportRequest, check_eval_request
+    from edgeq.export.context import ExportRequest
+    from edgeq.export.control import check_eval_request
 
     with pytest.raises(EdgeqError, match=r"--min-fidelity must be in \(0, 1\]"):
         check_eval_request(ExportRequest(model="m", calib="c", backends=["onnx-qdq"], out=tmp_path, min_fidelity=1.5))

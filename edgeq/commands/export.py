@@ -66,7 +66,8 @@ def export(
                                                "BACKEND: {KEY: VALUE, ...}; dedicated flags and -O override it"),
 ) -> None:
     """Calibrate, quantize and verify MODEL for each backend; print the comparison table."""
-    from edgeq.pipeline import ExportRequest, run_export
+    from edgeq.export.context import ExportRequest
+    from edgeq.export.orchestration import run_export
     from edgeq.report.export_table import print_export_table
     from edgeq.ui import StepProgress, console
 

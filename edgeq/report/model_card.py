@@ -74,7 +74,7 @@ def _device_metrics(model: str, report: Report) -> list[str]:
 
 def model_card(manifests: list[Manifest], report: Report | None = None) -> str:
     """The Markdown model card of a package (one section per exported model)."""
-    from edgeq import __version__
+    from edgeq._version import __version__
 
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     lines = [f"# Model card: {', '.join(m.model.name for m in manifests)}", "",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgeq.tuning.study import TuneResult
+    from edgeq.tuning.results import TuneResult
 
 
 def tune(model: str, calib: str, eval_spec: str, out: str | Path = "tune", *, devices: str | Path | None = None,

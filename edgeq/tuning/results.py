@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,34 @@ Confirm = Callable[[str, list[dict[str, Any]]], dict[str, float]]
 """``confirm(device, candidate rows) -> {recipe key: median p50 ms}`` (side-by-side re-measurement)."""
 
 TABLE_WIDTH = 80
+
+EXIT_BUDGET_NOT_MET = 3
+"""Exit code when no trial meets --max-drop / --min-fidelity (the closest artifacts are still saved)."""
+
+
+@dataclass
+class TuneResult:
+    """What ``edgeq.tune`` returns: the study, where results went, and whether the budget was met."""
+
+    out: Path
+    study: Any
+    objectives: list[Any]
+    """The study's objectives (``edgeq.tuning.study.Objective``)."""
+    trials: list[dict[str, Any]]
+    front: list[int]
+    best: dict[str, int | None]
+    budget_met: bool
+    wall_s: float
+    executor: str
+    total_wall_s: float = 0.0
+    """Search wall time summed over every run of this DIR (a resumed search adds up)."""
+
+    @property
+    def exit_code(self) -> int:
+        if not any(t["state"] == "COMPLETE" for t in self.trials):
+            return 1
+        return 0 if self.budget_met else EXIT_BUDGET_NOT_MET
+
 
 
 def _trial_rows(study: Any, objectives: list[Any]) -> list[dict[str, Any]]:
@@ -241,12 +270,10 @@ def _html(rows: list[dict[str, Any]], devices: list[Any], model: str, table: str
 
 
 def write_results(request: Any, out: Path, study: Any, objectives: list[Any], devices: list[Any], started: float,
-                  executor: str, confirm: Confirm | None = None) -> Any:
+                  executor: str, confirm: Confirm | None = None) -> TuneResult:
     """pareto.json, report.html, best/<device>/; returns the TuneResult. ``started``: ``time.perf_counter()`` at
     the start of this run (the wall time includes the side-by-side confirmation)."""
     import time
-
-    from edgeq.tuning.study import TuneResult
 
     rows = _trial_rows(study, objectives)
     names, directions = [o.name for o in objectives], [o.direction for o in objectives]

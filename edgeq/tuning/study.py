@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import ConfigError, EdgeqError
+from edgeq.tuning.results import TuneResult, write_results
 from edgeq.tuning.space import SearchSpace, build_space, default_params, suggest
 from edgeq.tuning.work import TuneContext, context_fingerprint
 from edgeq.workdirs import atomic_write_text
 
 STUDY_NAME = "edgeq-tune"
 OBJECTIVES = ("latency", "size", "memory")
-EXIT_BUDGET_NOT_MET = 3
-"""Exit code when no trial meets --max-drop / --min-fidelity (the closest artifacts are still saved)."""
 PRUNE_SLACK = 0.02
 REPEAT_FACTOR = 3
 """``--trials N`` counts distinct recipes; a sampler's repeat of a finished recipe is answered from the cache and
@@ -288,37 +287,14 @@ def _tell(study: Any, trial: Any, request: TuneRequest, objectives: list[Objecti
     return "complete"
 
 
-@dataclass
-class TuneResult:
-    """What ``edgeq.tune`` returns: the study, where results went, and whether the budget was met."""
-
-    out: Path
-    study: Any
-    objectives: list[Objective]
-    trials: list[dict[str, Any]]
-    front: list[int]
-    best: dict[str, int | None]
-    budget_met: bool
-    wall_s: float
-    executor: str
-    total_wall_s: float = 0.0
-    """Search wall time summed over every run of this DIR (a resumed search adds up)."""
-
-    @property
-    def exit_code(self) -> int:
-        if not any(t["state"] == "COMPLETE" for t in self.trials):
-            return 1
-        return 0 if self.budget_met else EXIT_BUDGET_NOT_MET
-
-
 def run_tune(request: TuneRequest, on_event: Callable[[dict[str, Any]], None] | None = None,
              on_step: Callable[[str], None] | None = None) -> TuneResult:
     """The whole search: plan, seed or resume the study, run rounds of trials, write the results."""
     from edgeq.benchmark import load_device_list
     from edgeq.devices import make_device
-    from edgeq.pipeline import check_writable, noting_interrupts
+    from edgeq.export.context import noting_interrupts
+    from edgeq.export.orchestration import check_writable
     from edgeq.tuning.executors import make_executor
-    from edgeq.tuning.results import write_results
 
     step = on_step or (lambda _m: None)
     started = time.perf_counter()

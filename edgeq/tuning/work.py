@@ -1,6 +1,6 @@
 """What one trial does, as plain functions an executor can run anywhere (in-process or as a Ray task).
 
-``build(context, recipe)`` exports the recipe's artifact with ``edgeq.pipeline.run_export`` (one backend) into
+``build(context, recipe)`` exports the recipe's artifact with ``edgeq.export.orchestration.run_export`` (one backend) into
 ``DIR/artifacts/<key>/`` — a normal export directory — and reads fidelity (the manifest's verification against
 FP32 on held-out data) and the metric (the manifest's evaluation on EVALSET) from its manifest.
 ``measure(context, key, device)`` runs the artifact's cells on one device with ``edgeq.benchmark.run_bench``
@@ -155,7 +155,8 @@ def _one_torch_thread(model: str) -> None:
 
 def _export(context: TuneContext, recipe: Recipe, key: str, layers: list[str]) -> None:
     from edgeq.backends import get_backend
-    from edgeq.pipeline import ExportRequest, run_export
+    from edgeq.export.context import ExportRequest
+    from edgeq.export.orchestration import run_export
     from edgeq.types import ExportOptions
 
     options: dict[str, Any] = dict(recipe.options)
@@ -222,7 +223,7 @@ def _fallback_layers(context: TuneContext, recipe: Recipe) -> list[str]:
 
 def _reraise_interrupt() -> None:
     """Ctrl-C that a converter (dynamo, TF) turned into its own error is still Ctrl-C, not a failed trial."""
-    from edgeq.pipeline import INTERRUPTED
+    from edgeq.export.context import INTERRUPTED
 
     if INTERRUPTED.is_set():
         raise KeyboardInterrupt from None
