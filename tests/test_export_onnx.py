@@ -179,3 +179,28 @@ def test_qdq_mac_ops_only_when_element_wise_outputs_lose(tmp_path: Path) -> None
     graph = onnx.load(tmp_path / "out" / "offset" / art.path).graph
     quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
     assert "y" in quantized and "shifted" not in quantized  # the conv output is int8, the element-wise one float
+
+
+def test_calibration_cosine_ignores_samples_without_signal(tmp_path: Path) -> None:
+    """The trial score's worst cosine skips samples whose reference output is ~empty (a probability map of a photo
+    without text): there a tiny offset decides the cosine, which would make every trial look equally bad."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeq.backends.onnx_qdq import calibration_cosine
+
+    def model(path: Path, offset: float) -> Path:
+        nodes = [helper.make_node("Add", ["x", "c"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                                  [numpy_helper.from_array(np.full((1, 64), offset, np.float32), "c")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+        return path
+
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.standard_normal((1, 64)).astype(np.float32) * scale} for scale in (1.0, 1.0, 1.0, 1e-5)]
+    worst, mean = calibration_cosine(model(tmp_path / "ref.onnx", 0.0), model(tmp_path / "q.onnx", 1e-3), samples,
+                                     ["x"])
+    assert worst > 0.999  # the three samples with signal
+    assert mean < 0.8  # the ~empty one still counts in the mean (its cosine is ~0)
