@@ -200,7 +200,17 @@ def test_calibration_cosine_ignores_samples_without_signal(tmp_path: Path) -> No
 
     rng = np.random.default_rng(0)
     samples = [{"x": rng.standard_normal((1, 64)).astype(np.float32) * scale} for scale in (1.0, 1.0, 1.0, 1e-5)]
-    worst, mean = calibration_cosine(model(tmp_path / "ref.onnx", 0.0), model(tmp_path / "q.onnx", 1e-3), samples,
-                                     ["x"])
+    worst, mean, pooled = calibration_cosine(model(tmp_path / "ref.onnx", 0.0), model(tmp_path / "q.onnx", 1e-3),
+                                             samples, ["x"])
     assert worst > 0.999  # the three samples with signal
     assert mean < 0.8  # the ~empty one still counts in the mean (its cosine is ~0)
+    assert pooled > 0.999
+
+
+def test_best_trial_gives_way_to_pooled_cosine() -> None:
+    from edgeq.backends.onnx_qdq import best_trial
+
+    # (worst, mean, pooled): a 0.04-vs-0.00 worst-sample win that costs 0.5 pooled is not taken
+    assert best_trial({"all-ops": (0.0, 0.5, 0.88), "mac": (0.04, 0.45, 0.30)}) == "all-ops"
+    assert best_trial({"all-ops": (0.95, 0.99, 0.995), "mac": (0.98, 0.99, 0.997)}) == "mac"
+    assert best_trial({"a": (0.9, 0.9, 0.9), "b": (0.9, 0.9, 0.9)}) == "a"

@@ -62,35 +62,48 @@ def quant_types(target: str) -> dict[str, object]:
 
 
 def calibration_cosine(fp32: Path, quantized: Path, calib, input_names: list[str],
-                       count: int = 16) -> tuple[float, float]:
-    """(worst, mean) cosine similarity of ``quantized`` vs ``fp32`` (both run by ONNX Runtime) over the first
+                       count: int = 16) -> tuple[float, float, float]:
+    """(worst, mean, pooled) cosine similarity of ``quantized`` vs ``fp32`` (both run by ONNX Runtime) over the first
     ``count`` calibration samples. Worst: of every output (a box head counts as much as a score head), over the
-    samples whose reference carries signal for that output (norm ≥ ``SIGNAL_FLOOR`` × the output's median norm);
-    mean: of each sample's worst output.
-
-    Why the floor: a text detector's probability map on a photo without text is ~1e-4 noise whose per-sample cosine
-    means nothing (0.00-0.02 for every trial on PP-OCRv5 det), so the choice fell to noise and picked a trial at
-    pooled cosine 0.29 instead of 0.87 (docs/zoo.md)."""
+    samples whose reference carries signal for that output (norm >= ``SIGNAL_FLOOR`` x the output's median norm);
+    mean: of each sample's worst output; pooled: the worst output's cosine over all samples concatenated."""
     import onnxruntime as ort
 
+    def cosine(r, g) -> float:
+        return float(r @ g / (np.linalg.norm(r) * np.linalg.norm(g) + 1e-12)) if np.any(r) or np.any(g) else 1.0
+
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, quantized)]
-    rows: list[list[tuple[float, float]]] = []  # per sample: (cosine, reference norm) per output
+    pairs = []  # per sample: (reference, quantized) per output
     for sample in itertools.islice(iter(calib), count):
         feeds = {name: sample[name] for name in input_names}
         refs, gots = ([np.ravel(o).astype(np.float64) for o in s.run(None, feeds)] for s in sessions)
-        rows.append([(float(r @ g / (np.linalg.norm(r) * np.linalg.norm(g) + 1e-12)) if np.any(r) or np.any(g)
-                      else 1.0, float(np.linalg.norm(r))) for r, g in zip(refs, gots)])
-    if not rows:
-        return 0.0, 0.0
-    worst = 1.0
-    for output in zip(*rows):
-        floor = SIGNAL_FLOOR * float(np.median([norm for _, norm in output]))
-        worst = min(worst, min(cos for cos, norm in output if norm >= floor))
-    return worst, float(np.mean([min(cos for cos, _ in row) for row in rows]))
+        pairs.append(list(zip(refs, gots)))
+    if not pairs:
+        return 0.0, 0.0, 0.0
+    worst, pooled = 1.0, 1.0
+    for output in zip(*pairs):
+        floor = SIGNAL_FLOOR * float(np.median([np.linalg.norm(r) for r, _ in output]))
+        worst = min(worst, min(cosine(r, g) for r, g in output if np.linalg.norm(r) >= floor))
+        pooled = min(pooled, cosine(np.concatenate([r for r, _ in output]), np.concatenate([g for _, g in output])))
+    return worst, float(np.mean([min(cosine(r, g) for r, g in sample) for sample in pairs])), pooled
 
 
 SIGNAL_FLOOR = 0.1
-"""Samples whose reference output norm is below this fraction of the output's median norm do not set its worst cosine."""
+"""Samples whose reference output norm is below this fraction of the output's median norm do not set its worst cosine
+(a text detector's probability map of a photo without text is ~1e-4 noise: its cosine means nothing)."""
+
+POOLED_GUARD = 0.05
+"""A trial picked by worst-sample cosine gives way to the best pooled one if its pooled cosine is lower by more."""
+
+
+def best_trial(scores: dict) -> object:
+    """The trial key with the best (worst, mean) calibration cosine, unless its pooled cosine is more than
+    ``POOLED_GUARD`` below the best pooled one; then that one. PP-OCRv5 det: every trial's worst sample is 0.00-0.04
+    (an all-zero quantized map), and the 0.04 trial had pooled cosine ~0.3 on held-out maps vs 0.87 for the pooled best.
+    Ties go to the first listed trial."""
+    by_worst = max(scores, key=lambda key: scores[key][:2])
+    by_pooled = max(scores, key=lambda key: scores[key][2])
+    return by_pooled if scores[by_worst][2] < scores[by_pooled][2] - POOLED_GUARD else by_worst
 
 
 @contextlib.contextmanager
@@ -284,7 +297,7 @@ class OnnxQdq(Backend):
             self._quantize(source, calib, prepped, trial, work, options, {**types, "reduce_range": reduce}, method,
                            float_nodes)
             scores[reduce] = calibration_cosine(source.onnx_path(), trial, calib, [s.name for s in source.inputs])
-        reduce = scores[True] >= scores[False]  # worst sample first, then the mean
+        reduce = scores[True][:2] >= scores[False][:2]  # worst sample first, then the mean
         chosen = {**types, "reduce_range": reduce,
                   "reason": f"x86 without VNNI: {'7' if reduce else '8'}-bit weights measured closer to FP32 on "
                             f"calibration samples (cosine min/mean {scores[True][0]:.5f}/{scores[True][1]:.5f} with "
@@ -324,7 +337,7 @@ class OnnxQdq(Backend):
                            {**types, "per_channel": per_channel, "mac_only": mac_only}, trial_method, float_nodes)
             scores[(per_channel, trial_method, mac_only)] = calibration_cosine(source.onnx_path(), path, calib,
                                                                                [s.name for s in source.inputs])
-        best = max(trials, key=lambda trial: scores[trial])  # first listed wins ties: per-channel, the user's method
+        best = best_trial(scores)  # first listed wins ties: per-channel, the user's method
         shown = ", ".join(f"{'per-channel' if pc else 'per-tensor'} {m.lower()}{' MAC ops only' if mac else ''} "
                           f"{scores[(pc, m, mac)][0]:.4f}" for pc, m, mac in trials)
         chosen = {**types, "per_channel": best[0], "mac_only": best[2],
