@@ -339,9 +339,9 @@ class OnnxQdq(Backend):
                                                                                [s.name for s in source.inputs])
         best = best_trial(scores)  # first listed wins ties: per-channel, the user's method
         shown = ", ".join(f"{'per-channel' if pc else 'per-tensor'} {m.lower()}{' MAC ops only' if mac else ''} "
-                          f"{scores[(pc, m, mac)][0]:.4f}" for pc, m, mac in trials)
+                          f"{scores[(pc, m, mac)][0]:.4f}/{scores[(pc, m, mac)][2]:.4f}" for pc, m, mac in trials)
         chosen = {**types, "per_channel": best[0], "mac_only": best[2],
-                  "picked_by": f"closest to FP32 on calibration samples (worst-sample cosine: {shown})"}
+                  "picked_by": f"closest to FP32 on calibration samples (worst-sample/pooled cosine: {shown})"}
         path = work / _trial_name(*best)
         return save_onnx(load_full(path), out_dir / "model.onnx"), chosen, best[1]
 
