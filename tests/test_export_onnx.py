@@ -188,7 +188,7 @@ def test_calibration_cosine_ignores_samples_without_signal(tmp_path: Path) -> No
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeq.backends.onnx_qdq import calibration_cosine
+    from edgeq.runtimes.onnx.onnx_qdq import calibration_cosine
 
     def model(path: Path, offset: float) -> Path:
         nodes = [helper.make_node("Add", ["x", "c"], ["y"])]
@@ -208,7 +208,7 @@ def test_calibration_cosine_ignores_samples_without_signal(tmp_path: Path) -> No
 
 
 def test_best_trial_gives_way_to_pooled_cosine() -> None:
-    from edgeq.backends.onnx_qdq import best_trial
+    from edgeq.runtimes.onnx.onnx_qdq import best_trial
 
     # (worst, mean, pooled): a 0.04-vs-0.00 worst-sample win that costs 0.5 pooled is not taken
     assert best_trial({"all-ops": (0.0, 0.5, 0.88), "mac": (0.04, 0.45, 0.30)}) == "all-ops"
