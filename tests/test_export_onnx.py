@@ -138,3 +138,79 @@ def test_torch_export_program_input(tiny_model_file: Path, tiny_calib: Path, tmp
     assert _export([str(pt2), "--calib", str(tiny_calib), "--calib-samples", "16", "-b", "onnx-qdq",
                     "--out", str(tmp_path / "out")]) == 0
     assert Manifest.read(tmp_path / "out" / "tiny" / "manifest.json").artifact("onnx-qdq").verification.cosine_min > 0.98
+
+
+def _offset_model(path: Path) -> Path:
+    """Conv → Relu → +400 on one channel → −400 again: an outlier channel on an element-wise output only (like the
+    learnable-affine / hard-swish outputs of PP-LCNet), which one per-tensor u8 scale cannot hold."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = (np.random.default_rng(0).standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32)
+    offset = np.array([400.0, 0.0, 0.0, 0.0], np.float32).reshape(1, 4, 1, 1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["r"]),
+             helper.make_node("Add", ["r", "k"], ["shifted"]), helper.make_node("Add", ["shifted", "negk"], ["out"])]
+    graph = helper.make_graph(nodes, "offset", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(offset, "k"),
+                               numpy_helper.from_array(-offset, "negk")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_qdq_mac_ops_only_when_element_wise_outputs_lose(tmp_path: Path) -> None:
+    """The 'MAC ops only' trial (Conv/MatMul quantized, element-wise ops float) wins by measurement when an
+    element-wise output carries an outlier channel: all-ops placements score ~0.93 on calibration samples here."""
+    import numpy as np
+    import onnx
+
+    model = _offset_model(tmp_path / "offset.onnx")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(1).standard_normal((40, 3, 8, 8)).astype(np.float32))
+    assert _export([str(model), "--calib", str(calib), "-b", "onnx-qdq", "--out", str(tmp_path / "out")]) == 0
+    art = Manifest.read(tmp_path / "out" / "offset" / "manifest.json").artifacts[0]
+    assert art.status == "ok", art.error
+    assert art.recipe["quantized_ops"] == ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+    assert "per-channel minmax 0.9" in art.recipe["picked_by"] and "MAC ops only" in art.recipe["picked_by"]
+    assert art.verification.cosine_min > 0.99
+    graph = onnx.load(tmp_path / "out" / "offset" / art.path).graph
+    quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    assert "y" in quantized and "shifted" not in quantized  # the conv output is int8, the element-wise one float
+
+
+def test_calibration_cosine_ignores_samples_without_signal(tmp_path: Path) -> None:
+    """The trial score's worst cosine skips samples whose reference output is ~empty (a probability map of a photo
+    without text): there a tiny offset decides the cosine, which would make every trial look equally bad."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeq.runtimes.onnx.onnx_qdq import calibration_cosine
+
+    def model(path: Path, offset: float) -> Path:
+        nodes = [helper.make_node("Add", ["x", "c"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                                  [numpy_helper.from_array(np.full((1, 64), offset, np.float32), "c")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+        return path
+
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.standard_normal((1, 64)).astype(np.float32) * scale} for scale in (1.0, 1.0, 1.0, 1e-5)]
+    worst, mean, pooled = calibration_cosine(model(tmp_path / "ref.onnx", 0.0), model(tmp_path / "q.onnx", 1e-3),
+                                             samples, ["x"])
+    assert worst > 0.999  # the three samples with signal
+    assert mean < 0.8  # the ~empty one still counts in the mean (its cosine is ~0)
+    assert pooled > 0.999
+
+
+def test_best_trial_gives_way_to_pooled_cosine() -> None:
+    from edgeq.runtimes.onnx.onnx_qdq import best_trial
+
+    # (worst, mean, pooled): a 0.04-vs-0.00 worst-sample win that costs 0.5 pooled is not taken
+    assert best_trial({"all-ops": (0.0, 0.5, 0.88), "mac": (0.04, 0.45, 0.30)}) == "all-ops"
+    assert best_trial({"all-ops": (0.95, 0.99, 0.995), "mac": (0.98, 0.99, 0.997)}) == "mac"
+    assert best_trial({"a": (0.9, 0.9, 0.9), "b": (0.9, 0.9, 0.9)}) == "a"
