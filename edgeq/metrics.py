@@ -82,20 +82,20 @@ def mixed_range_outputs(samples: Sequence[Sequence[np.ndarray]], ratio: float = 
     """Per output, how many times larger its largest slice's peak is than its smallest non-zero one, when that exceeds
     ``ratio`` (else 0.0): ``samples[i][k]`` is sample i's output k (batch 1).
 
-    The slices are taken along the smallest non-batch axis with 2–1024 entries, e.g. the 4 + C rows of a YOLOv8
-    ``[1, 4 + C, anchors]`` output (box coordinates in pixels concatenated with sigmoid class scores). One
-    per-tensor int8 scale on such an output zeroes the small slices while the whole-output cosine stays ≈ 1, so the
-    quantizers keep these outputs float. Outputs of rank ≤ 2 (class scores, embeddings) are never mixed here.
+    Only tables are judged: outputs ``[1, a, b]`` whose shorter axis (2–1024 entries, ≤ a quarter of the longer) holds
+    the fields, e.g. the 4 + C rows of a YOLOv8 ``[1, 4 + C, anchors]`` output (box coordinates in pixels concatenated
+    with sigmoid class scores) or YOLOv5's ``[1, anchors, 5 + C]``. One per-tensor int8 scale on such an output zeroes
+    the small fields while the whole-output cosine stays ≈ 1, so the quantizers keep these outputs float. Class scores
+    and embeddings (rank 2) and dense maps (rank 4, whose rows differ for lack of text, not of units) are never mixed.
     """
     ratios = []
     for k in range(len(samples[0]) if samples else 0):
         batch = np.stack([np.abs(np.asarray(s[k], dtype=np.float64)) for s in samples])  # (N, 1, d1, d2, ...)
         dims = batch.shape[2:]
-        axes = [a for a, n in enumerate(dims) if 2 <= n <= 1024]
-        if len(dims) < 2 or not axes:
+        if len(dims) != 2 or not 2 <= min(dims) <= 1024 or 4 * min(dims) > max(dims):
             ratios.append(0.0)
             continue
-        axis = 2 + min(axes, key=lambda a: dims[a])
+        axis = 2 + int(np.argmin(dims))
         peaks = np.moveaxis(batch, axis, 0).reshape(batch.shape[axis], -1).max(axis=1)
         peaks = peaks[peaks > 0]
         spread = float(peaks.max() / peaks.min()) if peaks.size >= 2 else 0.0

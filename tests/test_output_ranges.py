@@ -21,6 +21,12 @@ def test_mixed_range_outputs_finds_boxes_beside_scores() -> None:
     alike = [[rng.uniform(0, 1, (1, 7, 50))], [rng.uniform(0, 1, (1, 7, 50))]]
     assert mixed_range_outputs(alike) == [0.0]
     assert mixed_range_outputs([[np.array([[1.0, 1e-6, 300.0]])]]) == [0.0]  # class scores: rank 2, never mixed
+    text_map = np.zeros((1, 1, 32, 32))
+    text_map[0, 0, 5:8] = 0.9  # a probability map: rows with text beside empty rows are not different units
+    text_map[0, 0, 20:] = 1e-4
+    assert mixed_range_outputs([[text_map]]) == [0.0]
+    yolov5 = np.concatenate([rng.uniform(0, 640, (1, 50, 4)), rng.uniform(0, 1, (1, 50, 3))], axis=2)
+    assert mixed_range_outputs([[yolov5]])[0] > 64  # [1, anchors, 4 + C]: the fields are the last axis
 
 
 def _detector(path: Path) -> Path:
