@@ -34,6 +34,12 @@ def test_stride_fits_the_memory_budget_and_divides_the_samples(tmp_path: Path, m
     assert onnx_qdq.calibration_stride(model, 3) == 3
     monkeypatch.setattr(onnx_qdq, "CALIBRATION_MEMORY_BYTES", 1)
     assert onnx_qdq.calibration_stride(model, 20) == 1
+    shapeless = onnx.load(str(model))
+    del shapeless.graph.value_info[:]
+    shapeless.graph.output[0].type.tensor_type.shape.dim[2].dim_param = "h"  # a dynamic dim: size unknown
+    onnx.save(shapeless, tmp_path / "shapeless.onnx")
+    monkeypatch.setattr(onnx_qdq, "CALIBRATION_MEMORY_BYTES", 1 << 30)
+    assert onnx_qdq.calibration_stride(tmp_path / "shapeless.onnx", 20) == 4  # 256 MB assumed per sample
 
 
 @pytest.mark.parametrize("method", ["MinMax", "Percentile"])

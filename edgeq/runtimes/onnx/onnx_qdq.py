@@ -206,6 +206,8 @@ class _Reader:
 
 CALIBRATION_MEMORY_BYTES = 1 << 30
 """Intermediate tensors held at once while calibrating (ORT strided passes; see ``_Reader``)."""
+UNKNOWN_SAMPLE_BYTES = 256 << 20
+"""Intermediate tensors per sample assumed when the graph has no static shapes (4 samples per pass)."""
 
 
 def calibration_stride(model_path: Path, samples: int) -> int:
@@ -219,7 +221,8 @@ def calibration_stride(model_path: Path, samples: int) -> int:
         dims = info.type.tensor_type.shape.dim
         if all(d.HasField("dim_value") for d in dims):
             per_sample += 4 * int(np.prod([d.dim_value for d in dims], dtype=np.int64))
-    budget = max(1, CALIBRATION_MEMORY_BYTES // max(per_sample, 1))
+    per_sample = per_sample or UNKNOWN_SAMPLE_BYTES  # no static shapes: assume a large model rather than one pass
+    budget = max(1, CALIBRATION_MEMORY_BYTES // per_sample)
     return max(d for d in range(1, min(budget, samples) + 1) if samples % d == 0)
 
 
