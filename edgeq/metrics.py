@@ -103,6 +103,12 @@ def mixed_range_outputs(samples: Sequence[Sequence[np.ndarray]], ratio: float = 
     return ratios
 
 
+def mixed_range_note(mixed: dict[str, float]) -> str:
+    """Why the outputs ``mixed`` (name -> peak ratio, ``mixed_range_outputs``) stay float, for the manifest notes."""
+    return ", ".join(f"{name} holds slices {ratio:.0f}x apart in magnitude (one int8 scale would zero the small ones)"
+                     for name, ratio in mixed.items())
+
+
 def is_class_scores(sample_output: np.ndarray) -> bool:
     """A class-score vector: one sample's output is 2-D, one row (the batch of 1), ≥ 2 columns."""
     shape = np.shape(sample_output)

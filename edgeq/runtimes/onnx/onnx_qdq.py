@@ -153,14 +153,14 @@ def mixed_output_nodes(source, calib, prepped: Path, notes: list[str]) -> list[s
     kept float, the scores keep the Sigmoid's own 1/255 scale."""
     import onnx
 
+    from edgeq.metrics import mixed_range_note
+
     mixed = source.mixed_range_outputs(calib)
     if not mixed:
         return []
     graph = onnx.load(str(prepped), load_external_data=False).graph
     nodes = [node.name for node in graph.node if set(node.output) & set(mixed)]
-    notes.append("float output op(s) " + ", ".join(nodes) + ": " + ", ".join(
-        f"{name} holds slices {ratio:.0f}x apart in magnitude (one int8 scale would zero the small ones)"
-        for name, ratio in mixed.items()))
+    notes.append("float output op(s) " + ", ".join(nodes) + ": " + mixed_range_note(mixed))
     return nodes
 
 

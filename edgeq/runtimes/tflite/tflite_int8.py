@@ -14,6 +14,7 @@ from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError, UnsupportedConversion, failure_reason
+from edgeq.metrics import mixed_range_note
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 
@@ -104,9 +105,7 @@ class TfliteInt8(Backend):
         note = "int8 weights and activations (onnx2tf → TFLiteConverter), " + (
             "float32 model I/O" if recipe.get("io") == "float" else "int8 model I/O")
         if mixed:
-            note += ("; output op(s) float and float I/O: " + ", ".join(
-                f"{name} holds slices {ratio:.0f}x apart in magnitude (one int8 scale would zero the small ones)"
-                for name, ratio in mixed.items()))
+            note += "; output op(s) float and float I/O: " + mixed_range_note(mixed)
         if float_nodes:
             note += f"; {len(float_nodes)} tensor(s) left in float"
         elif recipe.get("float_tensor_count"):
