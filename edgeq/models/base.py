@@ -78,13 +78,19 @@ class ModelSource(ABC):
     def mixed_range_outputs(self, calib: Any, count: int = 8) -> dict[str, float]:
         """Outputs whose slices are too far apart in magnitude to share one int8 scale (``metrics.mixed_range_outputs``,
         e.g. YOLO's box pixels beside class scores), judged on this model's FP32 outputs for the first ``count``
-        calibration samples: output name -> peak ratio. The INT8 backends write these outputs with a float op."""
+        calibration samples: output name -> peak ratio. The INT8 backends write these outputs with a float op.
+        Judged once per calibration set: every INT8 backend and every accuracy-control rebuild asks again."""
         from itertools import islice
 
         from edgeq.metrics import mixed_range_outputs
 
+        judged = self.__dict__.get("_mixed_range")
+        if judged is not None and judged[0] is calib and judged[1] == count:
+            return dict(judged[2])
         outputs = [self.reference(feeds) for feeds in islice(iter(calib), count)]
-        return {name: ratio for name, ratio in zip(self.output_names, mixed_range_outputs(outputs)) if ratio}
+        mixed = {name: ratio for name, ratio in zip(self.output_names, mixed_range_outputs(outputs)) if ratio}
+        self._mixed_range = (calib, count, mixed)
+        return dict(mixed)
 
     def close(self) -> None:
         if self._workdir is not None:
