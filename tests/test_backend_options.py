@@ -123,7 +123,8 @@ def test_cli_options_reach_the_backend_and_the_manifest(tiny_model_file: Path, t
     assert qdq.config is not None and qdq.config["per_channel"] is False and qdq.config["fallback"] == "tiered"
     assert qdq.config["nodes_to_exclude"] == ["node_Conv_0"] and qdq.config["percentile"] == 99.999
     assert qdq.recipe["per_channel"] is False and qdq.recipe["nodes_to_exclude"] == ["node_Conv_0"]  # took effect
-    assert "picked_by" not in qdq.recipe or not qdq.recipe["picked_by"]  # the given per_channel skips the trials
+    assert "per-tensor minmax" in qdq.recipe["picked_by"]  # the given per_channel: only per-tensor trials
+    assert "per-channel" not in qdq.recipe["picked_by"]
     assert manifest.artifact("onnx-fp32").config == {}  # a backend without options records an empty config
     document = json.loads((tmp_path / "out" / "tinycnn" / "manifest.json").read_text())
     del document["artifacts"][0]["config"]

@@ -72,7 +72,7 @@ def test_onnx_qdq_attention_recipe_keeps_residual_stream_float(model_file: Path,
     # Add → LayerNorm with no Q/DQ pair between
     assert _producer_of_input(default.main, "LayerNormalization") == "Add"
     quantized = _export("onnx-qdq", source, calib, tmp_path / "all", target="x86-vnni",
-                        attention_recipe=False, per_channel=True)  # all ops quantized (no placement trials)
+                        attention_recipe=False, quantized_ops="all")  # all ops quantized
     assert quantized.recipe["attention_recipe"] is False
     assert _producer_of_input(quantized.main, "LayerNormalization") == "DequantizeLinear"
     cnn = _export("onnx-qdq", load_model(f"{model_file}:SmallCnn"), _samples((1, 3, 16, 16), "image"), tmp_path / "cnn",
@@ -94,7 +94,7 @@ def test_onnx_qdq_keeps_the_attention_mask_path_float(model_file: Path, tmp_path
     errors = {}
     for recipe in (True, False):
         files = _export("onnx-qdq", source, calib, tmp_path / str(recipe), target="x86-vnni",
-                        attention_recipe=recipe, per_channel=True)  # all ops quantized (no placement trials)
+                        attention_recipe=recipe, quantized_ops="all")  # all ops quantized
         softmax_input = _producer_of_input(files.main, "Softmax")
         assert (softmax_input != "DequantizeLinear") is recipe, softmax_input
         session = ort.InferenceSession(str(files.main), providers=["CPUExecutionProvider"])

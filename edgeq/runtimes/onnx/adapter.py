@@ -49,6 +49,16 @@ def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
     return sqnr_ranking(pairs)
 
 
+def pin_picked_recipe(options: ExportOptions, backend: str, recipe: dict[str, Any]) -> ExportOptions:
+    """``options`` with the recipe onnx-qdq picked by measurement (weight granularity and bits, range method, which
+    ops) pinned, so that accuracy-control rebuilds change only the layers they float, not the recipe under them."""
+    pins: dict[str, object] = {"quantized_ops": "mac" if recipe.get("quantized_ops") else "all"}
+    for key in ("per_channel", "calibration", "reduce_range"):
+        if recipe.get(key) is not None:
+            pins[key] = recipe[key]
+    return with_option(options, backend, **pins)
+
+
 class OnnxAdapter(AdapterBase):
     runtime = "onnxruntime"
     artifact_suffix = ".onnx"
@@ -70,6 +80,8 @@ class OnnxAdapter(AdapterBase):
 
     def control_plan(self, backend: str, source: Any, calib: Any, plain: ExportedFiles, options: ExportOptions,
                      request: ControlRequest, tiered: bool) -> ControlPlan:
+        options = pin_picked_recipe(options, backend, plain.recipe)
+
         def move(tier: str, top: list[LayerGroup]) -> Attempt:
             if tier != "int16":
                 return float_attempt(options, backend, "nodes_to_exclude", tier, top)

@@ -32,13 +32,14 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError
+from edgeq.runtimes._picking import SCORE_SAMPLES, trial_split
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.onnx._onnx import (
     detect_target,
@@ -168,8 +169,38 @@ MAC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 """The ops a "MAC ops only" trial quantizes: those ORT runs with integer kernels (QLinearConv, MatMulInteger...)."""
 
 
-def _trial_name(per_channel: bool, method: str, mac_only: bool) -> str:
-    return f"trial-{'pc' if per_channel else 'pt'}-{method}{'-mac' if mac_only else ''}.onnx"
+class Trial(NamedTuple):
+    """One onnx-qdq recipe trial: weight granularity, ORT calibration method, which ops are quantized."""
+
+    per_channel: bool
+    method: str
+    mac_only: bool
+
+    @property
+    def label(self) -> str:
+        granularity = "per-channel" if self.per_channel else "per-tensor"
+        return f"{granularity} {self.method.lower()}{' MAC ops only' if self.mac_only else ''}"
+
+    def file_name(self, reduce_range: bool) -> str:
+        return (f"trial-{'pc' if self.per_channel else 'pt'}-{self.method}{'-mac' if self.mac_only else ''}"
+                f"{'-w7' if reduce_range else ''}.onnx")
+
+    def types(self, types: dict[str, object], reduce_range: bool) -> dict[str, object]:
+        return {**types, "per_channel": self.per_channel, "mac_only": self.mac_only, "reduce_range": reduce_range}
+
+
+def recipe_trials(config, method: str, calib_method: str) -> list[Trial]:
+    """The trials onnx-qdq measures, the default first (it wins ties): per-channel and per-tensor weights × the
+    user's range method (+ percentile when that is minmax) × all ops, then per-channel MAC ops only. What the config
+    pins (``per_channel``, ``calibration``, ``quantized_ops``; accuracy control pins all three) is not tried."""
+    channels = [config.per_channel] if config.per_channel is not None else [True, False]
+    if config.calibration:
+        methods = [str(CALIBRATION_METHODS[config.calibration])]
+    else:
+        methods = [method, "Percentile"] if calib_method == "minmax" else [method]
+    placements = [config.quantized_ops == "mac"] if config.quantized_ops else [False, True]
+    return [Trial(per_channel, m, mac) for mac in placements for m in methods for per_channel in channels
+            if not (mac and not per_channel and config.per_channel is None)]
 
 
 class _Reader:
@@ -234,6 +265,10 @@ class OnnxQdqConfig(FallbackConfig):
     attention_recipe: bool | None = Field(None, description="Force the transformer recipe on/off; default detected")
     reduce_range: bool | None = Field(None, description="7-bit weights; default by target (x86-avx2: measured)")
     per_channel: bool | None = Field(None, description="Per-channel weights; default measured vs per-tensor")
+    calibration: Literal["minmax", "percentile", "entropy"] | None = Field(
+        None, description="Activation range method; default measured (minmax, percentile) or --calib-method's")
+    quantized_ops: Literal["all", "mac"] | None = Field(
+        None, description="Quantize all ops ORT can, or Conv/MatMul/Gemm only; default measured")
     percentile: float = Field(99.999, gt=50.0, le=100.0, description="CalibPercentile of the percentile method")
     nodes_to_exclude: list[str] = Field([], description="Nodes kept float (accuracy control adds to them)")
     int16_tensors: list[str] = Field([], description="Activations quantized to int16 (accuracy control's tier)")
@@ -273,15 +308,12 @@ class OnnxQdq(Backend):
             prepped = self._preprocess(source, work, notes)  # once: both weight-bit trials quantize this graph
             float_nodes = residual_norm_nodes(prepped) + mask_nodes(prepped) if types["attention"] else []
             float_nodes += mixed_output_nodes(source, calib, prepped, notes)
-            if types["reduce_range"] and config.reduce_range is None:
-                main, types = self._pick_reduce_range(source, calib, prepped, out_dir, work, options, types, method,
-                                                      float_nodes)
-            else:
-                if config.reduce_range is not None:
-                    types = {**types, "reduce_range": config.reduce_range,
-                             "reason": f"reduce_range set by {self.name}.reduce_range"}
-                main, types, method = self._pick_granularity_and_range(source, calib, prepped, out_dir, work,
-                                                                       options, types, method, float_nodes)
+            pick_bits = bool(types["reduce_range"]) and config.reduce_range is None
+            if config.reduce_range is not None:
+                types = {**types, "reduce_range": config.reduce_range,
+                         "reason": f"reduce_range set by {self.name}.reduce_range"}
+            main, types, method = self._pick_recipe(source, calib, prepped, out_dir, work, options, types, method,
+                                                    float_nodes, pick_bits)
         excluded, int16 = list(config.nodes_to_exclude), list(config.int16_tensors)
         calibration = {v: k for k, v in CALIBRATION_METHODS.items() if v}.get(method, options.calib_method)
         recipe = {"format": "QDQ", "per_channel": bool(types.get("per_channel", True)), "target": target,
@@ -302,68 +334,57 @@ class OnnxQdq(Backend):
                             f"re-quantized (accuracy)")
         return ExportedFiles(main=main, recipe=recipe, notes=notes)
 
-    def _pick_reduce_range(self, source, calib, prepped: Path, out_dir: Path, work: Path, options, types, method: str,
-                           float_nodes: list[str]) -> tuple[Path, dict[str, object]]:
-        """x86 without VNNI: quantize with 7-bit and with 8-bit weights, keep the one closer to FP32 on calibration
-        samples (never the held-out ones): higher worst-sample cosine, then higher mean.
+    def _pick_recipe(self, source, calib, prepped: Path, out_dir: Path, work: Path, options, types, method: str,
+                     float_nodes: list[str], pick_bits: bool) -> tuple[Path, dict[str, object], str]:
+        """Per-channel or per-tensor weights, minmax or percentile activation ranges (default minmax only), all of
+        ORT's quantizable ops or only the MAC ops, and on x86 without VNNI 7- or 8-bit weights: each trial quantized
+        and the one closest to FP32 kept (``best_trial``). Options given in the config are not tried.
 
-        VPMADDUBSW may saturate with 8-bit weights (ORT's reason for ``reduce_range``), but 7-bit weights halve
-        the weight resolution; which costs more depends on the model (``bench/peers.py``, docs/recipes.md:
-        MobileNetV2 loses more to saturation, ResNet-18 and BERT-mini to 7 bits). Same kernels, same speed.
-        """
-        trials = {reduce: work / ("weights7.onnx" if reduce else "weights8.onnx") for reduce in (True, False)}
-        scores: dict[bool, tuple[float, float]] = {}
-        for reduce, trial in trials.items():
-            self._quantize(source, calib, prepped, trial, work, options, {**types, "reduce_range": reduce}, method,
-                           float_nodes)
-            scores[reduce] = calibration_cosine(source.onnx_path(), trial, calib, [s.name for s in source.inputs])
-        reduce = scores[True][:2] >= scores[False][:2]  # worst sample first, then the mean
-        chosen = {**types, "reduce_range": reduce,
-                  "reason": f"x86 without VNNI: {'7' if reduce else '8'}-bit weights measured closer to FP32 on "
-                            f"calibration samples (cosine min/mean {scores[True][0]:.5f}/{scores[True][1]:.5f} with "
-                            f"7-bit, {scores[False][0]:.5f}/{scores[False][1]:.5f} with 8-bit; 8-bit may saturate "
-                            f"VPMADDUBSW)"}
-        main = save_onnx(load_full(trials[reduce]), out_dir / "model.onnx")
-        return main, chosen
-
-    def _pick_granularity_and_range(self, source, calib, prepped: Path, out_dir: Path, work: Path, options, types,
-                                    method: str, float_nodes: list[str]) -> tuple[Path, dict[str, object], str]:
-        """Per-channel or per-tensor weights, and (default minmax only) minmax or percentile activation ranges: each
-        trial quantized, the one closest to FP32 on calibration samples kept (worst output of the worst sample first,
-        then the mean; held-out samples are never looked at).
+        Trials are calibrated on the first calibration samples (at most 64) and scored on the last min(16, N/4),
+        which they were not calibrated on (``edgeq.runtimes._picking.trial_split``); the winner is then calibrated on
+        every sample. Scored on their own calibration samples, percentile ranges and all-ops placements looked
+        better than they were held out (PP-OCRv6-tiny recognition: all-ops percentile 0.963 vs MAC-only minmax 0.956
+        on calibration, 0.916 vs 0.948 held out). With fewer than 8 samples the trials are scored on the samples
+        that calibrated them.
 
         Why (bench/zoo.py, docs/zoo.md): on real models no single choice wins. MTCNN PNet's box head: per-channel
         0.983, per-tensor 0.994 worst-sample cosine; PP-OCRv5 text recognition: minmax 0.59, percentile 0.69;
-        PP-OCR's orientation classifier: per-channel minmax 0.993. Accuracy-control rebuilds (``nodes_to_exclude``
-        set) and ``per_channel`` skip the trials.
-
-        Two more per-channel trials quantize only the ops with integer kernels (``MAC_OPS``: Conv, ConvTranspose,
-        MatMul, Gemm, their inputs and outputs); element-wise ops, activations, pooling, resize and concat run float
-        between them. Picked on the zoo (docs/zoo.md, held-out worst-sample cosine): MTCNN ONet 0.957 -> 0.971 (INT8/FP32
-        latency 0.90 -> 0.78), PP-OCRv5 recognition 0.608 -> 0.681 (0.87 -> 0.55, via ``best_trial``'s pooled guard).
+        MTCNN ONet: MAC ops only 0.957 -> 0.971 (INT8/FP32 latency 0.90 -> 0.78). Weight bits (``pick_bits``):
+        VPMADDUBSW may saturate with 8-bit weights (ORT's reason for ``reduce_range``), but 7-bit weights halve the
+        weight resolution; MobileNetV2 loses more to saturation, ResNet-18 and BERT-mini to 7 bits (docs/recipes.md).
         """
         config: OnnxQdqConfig = self.config_of(options)
-        if config.nodes_to_exclude or config.per_channel is not None:
-            chosen = {**types, "per_channel": config.per_channel is not False}
-            return self._quantize(source, calib, prepped, out_dir / "model.onnx", work, options, chosen, method,
-                                  float_nodes), chosen, method
-        methods = [method, "Percentile"] if options.calib_method == "minmax" else [method]
-        trials = [(per_channel, m, False) for m in methods for per_channel in (True, False)]
-        trials += [(True, m, True) for m in methods]  # integer-kernel ops only (MAC_OPS), per-channel weights
-        scores = {}
-        for per_channel, trial_method, mac_only in trials:
-            path = work / _trial_name(per_channel, trial_method, mac_only)
-            self._quantize(source, calib, prepped, path, work, options,
-                           {**types, "per_channel": per_channel, "mac_only": mac_only}, trial_method, float_nodes)
-            scores[(per_channel, trial_method, mac_only)] = calibration_cosine(source.onnx_path(), path, calib,
-                                                                               [s.name for s in source.inputs])
-        best = best_trial(scores)  # first listed wins ties: per-channel, the user's method
-        shown = ", ".join(f"{'per-channel' if pc else 'per-tensor'} {m.lower()}{' MAC ops only' if mac else ''} "
-                          f"{scores[(pc, m, mac)][0]:.4f}/{scores[(pc, m, mac)][2]:.4f}" for pc, m, mac in trials)
-        chosen = {**types, "per_channel": best[0], "mac_only": best[2],
-                  "picked_by": f"closest to FP32 on calibration samples (worst-sample/pooled cosine: {shown})"}
-        path = work / _trial_name(*best)
-        return save_onnx(load_full(path), out_dir / "model.onnx"), chosen, best[1]
+        trials = recipe_trials(config, method, options.calib_method)
+        split = trial_split(calib) if len(trials) > 1 or pick_bits else None
+        fit, held = split if split is not None else (calib, list(itertools.islice(iter(calib), SCORE_SAMPLES)))
+        names = [s.name for s in source.inputs]
+
+        def score(trial: Trial, reduce: bool) -> tuple[float, float, float]:
+            path = work / trial.file_name(reduce)
+            self._quantize(source, fit, prepped, path, work, options, trial.types(types, reduce), trial.method,
+                           float_nodes)
+            return calibration_cosine(source.onnx_path(), path, held, names, count=len(held))
+
+        reduce = bool(types["reduce_range"])
+        scores = {trial: score(trial, reduce) for trial in trials} if len(trials) > 1 or pick_bits else {}
+        chosen_trial = best_trial(scores) if scores else trials[0]
+        where = f"{len(held)} held-back calibration samples" if split is not None else "calibration samples"
+        chosen = chosen_trial.types(types, reduce)
+        if len(trials) > 1:
+            shown = ", ".join(f"{trial.label} {worst:.4f}/{pooled:.4f}" for trial, (worst, _, pooled) in scores.items())
+            chosen["picked_by"] = f"closest to FP32 on {where} (worst-sample/pooled cosine: {shown})"
+        if pick_bits:  # the chosen trial again with 8-bit weights
+            bits = {True: scores[chosen_trial], False: score(chosen_trial, False)}
+            reduce = bits[True][:2] >= bits[False][:2]  # worst sample first, then the mean
+            chosen = {**chosen_trial.types(chosen, reduce), "reason": (
+                f"x86 without VNNI: {'7' if reduce else '8'}-bit weights measured closer to FP32 on {where} "
+                f"(cosine min/mean {bits[True][0]:.5f}/{bits[True][1]:.5f} with 7-bit, {bits[False][0]:.5f}/"
+                f"{bits[False][1]:.5f} with 8-bit; 8-bit may saturate VPMADDUBSW)")}
+        final = out_dir / "model.onnx"
+        if scores and split is None:  # the trial was calibrated on every sample: it is the artifact
+            return save_onnx(load_full(work / chosen_trial.file_name(reduce)), final), chosen, chosen_trial.method
+        return (self._quantize(source, calib, prepped, final, work, options, chosen, chosen_trial.method, float_nodes),
+                chosen, chosen_trial.method)
 
     @staticmethod
     def _preprocess(source, work: Path, notes: list[str]) -> Path:
