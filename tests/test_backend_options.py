@@ -42,7 +42,7 @@ def test_option_values_are_yaml_scalars_or_lists(text: str, value: object) -> No
 @pytest.mark.parametrize(("text", "message"), [
     ("onnx-qdq", r"^-O onnx-qdq: expected BACKEND.KEY=VALUE"),
     ("onnx-qdq.percentil=99", r"^-O onnx-qdq.percentil=99: onnx-qdq: unknown key 'percentil'; allowed: fallback, "
-                              r"target, .*percentile, nodes_to_exclude, int16_tensors$"),
+                              r"target, .*percentile, nodes_to_exclude, int16_tensors, fidelity_floor$"),
     ("onnx-qdq.percentile=high", r"^-O onnx-qdq.percentile=high: onnx-qdq.percentile: Input should be a valid number"),
     ("onnx-qdq.percentile=20", r"^-O onnx-qdq.percentile=20: onnx-qdq.percentile: Input should be greater than 50"),
     ("openvino-int8.preset=fast", r"^-O openvino-int8.preset=fast: openvino-int8.preset: Input should be "

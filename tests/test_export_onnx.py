@@ -214,3 +214,85 @@ def test_best_trial_gives_way_to_pooled_cosine() -> None:
     assert best_trial({"all-ops": (0.0, 0.5, 0.88), "mac": (0.04, 0.45, 0.30)}) == "all-ops"
     assert best_trial({"all-ops": (0.95, 0.99, 0.995), "mac": (0.98, 0.99, 0.997)}) == "mac"
     assert best_trial({"a": (0.9, 0.9, 0.9), "b": (0.9, 0.9, 0.9)}) == "a"
+
+
+def _wide_conv_output_model(path: Path) -> Path:
+    """Conv whose output carries one channel at ~400 beside three at ~1, read by a 1x1 Conv that ignores the wide
+    channel: every placement quantizes that conv output with one u8 scale (~1.6), which erases the three small
+    channels (PP-OCRv5 recognition's ``Conv.2``: -38…46 on one grid, 0.674 worst-sample cosine)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    first = (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32)
+    bias = np.array([400.0, 0.0, 0.0, 0.0], np.float32)
+    second = (rng.standard_normal((4, 4, 1, 1)) * 0.5).astype(np.float32)
+    second[:, 0] = 0.0
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["wide"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["wide", "w2"], ["out"])]
+    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [numpy_helper.from_array(first, "w1"), numpy_helper.from_array(bias, "b1"),
+                               numpy_helper.from_array(second, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_fidelity_floor_raises_the_costly_activation_to_int16(tmp_path: Path) -> None:
+    """Below the floor (0.99 held-back worst cosine) onnx-qdq ranks activations by the damage their Q/DQ pair alone
+    does at the output and rebuilds with int16 on the top one: the wide conv output here."""
+    import numpy as np
+    import onnx
+
+    model = _wide_conv_output_model(tmp_path / "wide.onnx")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(1).standard_normal((40, 3, 8, 8)).astype(np.float32))
+    assert _export([str(model), "--calib", str(calib), "-b", "onnx-qdq", "--out", str(tmp_path / "out")]) == 0
+    art = Manifest.read(tmp_path / "out" / "wide" / "manifest.json").artifact("onnx-qdq")
+    assert art.status == "ok", art.error
+    assert art.recipe["int16_tensors"] == ["wide"], art.recipe
+    assert "fidelity floor 0.99" in art.recipe["fidelity_floor"]
+    assert art.verification.cosine_min > 0.99
+    graph = onnx.load(tmp_path / "out" / "wide" / art.path).graph
+    zero_points = {init.name: init.data_type for init in graph.initializer}
+    wide_q = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "wide"]
+    assert wide_q and zero_points[wide_q[0].input[2]] == onnx.TensorProto.INT16
+    assert _export([str(model), "--calib", str(calib), "-b", "onnx-qdq", "-O", "onnx-qdq.fidelity_floor=0",
+                    "--out", str(tmp_path / "off")]) == 0
+    off = Manifest.read(tmp_path / "off" / "wide" / "manifest.json").artifact("onnx-qdq")
+    assert "int16_tensors" not in off.recipe and off.verification.cosine_min < 0.95  # without it: the loss
+
+
+def test_without_pairs_removes_activation_quantization(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from edgeq.runtimes.onnx._qdq_floor import activation_pairs, without_pairs
+
+    model = _wide_conv_output_model(tmp_path / "wide.onnx")
+    samples = [np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32) for i in range(4)]
+
+    class Reader:
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            item = next(self.items, None)
+            return None if item is None else {"x": item}
+
+    quantize_static(str(model), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ)
+    quantized = onnx.load(tmp_path / "q.onnx")
+    assert activation_pairs(quantized) == ["x", "wide"]  # the graph output's pair is not a candidate
+    edited = without_pairs(quantized, {"wide"})
+    count = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    assert sum(n.op_type == "QuantizeLinear" for n in edited.graph.node) == count - 1
+    assert count == sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)  # the input is left unchanged
+    run = {name: ort.InferenceSession(m, providers=["CPUExecutionProvider"])
+           for name, m in (("fp32", str(model)), ("q", str(tmp_path / "q.onnx")), ("edited", edited.SerializeToString()))}
+    outs = {name: s.run(None, {"x": samples[0]})[0] for name, s in run.items()}
+    assert np.abs(outs["edited"] - outs["fp32"]).max() < 0.2 * np.abs(outs["q"] - outs["fp32"]).max()

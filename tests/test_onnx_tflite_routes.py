@@ -159,3 +159,31 @@ def test_max_drop_through_onnx2tf_route(onnx2tf_env: Path, tmp_path: Path) -> No
     assert search["chosen_worst_cosine"] >= min(search["tried"][0]["worst_cosine"]) + 0.002
     assert set(control.layers_to_float) <= set(art.recipe["float_tensors"])
     assert art.inputs[0].dtype == "int8"  # still int8 model I/O around the float ops
+
+
+@pytest.mark.slow  # one onnx2tf and one litert-torch conversion: ~1 min
+def test_routes_scored_when_the_first_misses_the_target(onnx2tf_env: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below ``ROUTE_TARGET`` on the calibration samples the next route is built too, both are scored against
+    ONNX Runtime FP32 in runner children, and the closer one is the artifact (MiniLM-L6 as ONNX: onnx2tf 0.36,
+    litert-torch 0.91). A target no route can reach forces the comparison on a small model here."""
+    from edgeq.backends import get_backend
+    from edgeq.models import load_model
+    from edgeq.runtimes._picking import best
+    from edgeq.runtimes.tflite import tflite_int8
+    from edgeq.types import ExportOptions
+
+    monkeypatch.setattr(tflite_int8, "ROUTE_TARGET", 1.01)
+    source = load_model(str(models.conv_bn(tmp_path / "conv_bn.onnx")))
+    rng = np.random.default_rng(5)
+    calib = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(16)]
+    out = tmp_path / "build"
+    out.mkdir()
+    files = get_backend("tflite-int8")().export(source, calib, out, ExportOptions())
+    scores = {route: tuple(score) for route, score in files.recipe["route_scores"].items()}
+    assert list(scores) == ["onnx2tf", "litert-torch"] and all(0.9 < worst <= 1.0 for worst, _ in scores.values())
+    assert tflite_int8.kept_route(files) == best(scores)
+    assert sorted(p.name for p in out.iterdir()) == ["model.tflite"]  # the other route's files are gone
+    assert not list(tmp_path.glob(".tflite-route-*")) and not list(tmp_path.glob(".route-score-*"))
+    assert any(note.startswith("route closest to FP32") for note in files.notes)
+    source.close()

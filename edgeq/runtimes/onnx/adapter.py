@@ -13,6 +13,7 @@ from edgeq.runtimes.adapter import (
     ControlPlan,
     ControlRequest,
     LayerGroup,
+    config_of,
     float_attempt,
     sqnr_ranking,
     with_option,
@@ -52,7 +53,8 @@ def rank_onnx_qdq(model: Path, feeds: list[Feeds]) -> list[LayerGroup]:
 def pin_picked_recipe(options: ExportOptions, backend: str, recipe: dict[str, Any]) -> ExportOptions:
     """``options`` with the recipe onnx-qdq picked by measurement (weight granularity and bits, range method, which
     ops) pinned, so that accuracy-control rebuilds change only the layers they float, not the recipe under them."""
-    pins: dict[str, object] = {"quantized_ops": "mac" if recipe.get("quantized_ops") else "all"}
+    pins: dict[str, object] = {"quantized_ops": "mac" if recipe.get("quantized_ops") else "all", "fidelity_floor": 0.0,
+                               "int16_tensors": list(recipe.get("int16_tensors") or [])}
     for key in ("per_channel", "calibration", "reduce_range"):
         if recipe.get(key) is not None:
             pins[key] = recipe[key]
@@ -86,7 +88,9 @@ class OnnxAdapter(AdapterBase):
             if tier != "int16":
                 return float_attempt(options, backend, "nodes_to_exclude", tier, top)
             tensors = [g.tensor for g in top]
-            return Attempt(with_option(options, backend, int16_tensors=tensors), {"int16_tensors": tensors},
+            base = list(config_of(backend, options).int16_tensors)  # the fidelity floor's, kept
+            return Attempt(with_option(options, backend, int16_tensors=list(dict.fromkeys(base + tensors))),
+                           {"int16_tensors": tensors},
                            layer_tiers={t: "int16 activations" for t in tensors})
 
         return self.ranked_plan(

@@ -65,31 +65,35 @@ def quant_types(target: str) -> dict[str, object]:
             "reason": "ARM/other: S8S8 is ORT's recommended QDQ default"}
 
 
+class OutputScorer:
+    """Cosine of a model's outputs vs the FP32 model's (both run by ONNX Runtime) on fixed samples; the FP32
+    outputs are computed once."""
+
+    def __init__(self, fp32: Path, samples, input_names: list[str]):
+        self.samples = [{name: sample[name] for name in input_names} for sample in samples]
+        self.references = self._run(str(fp32))
+
+    def _run(self, model: str | bytes) -> list[list[np.ndarray]]:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        return [session.run(None, feeds) for feeds in self.samples]
+
+    def __call__(self, model: Path | bytes) -> tuple[float, float, float]:
+        """(worst, mean, pooled) cosine, ``_qdq_floor.cosine_scores``; ``model`` a path or a serialized model."""
+        from edgeq.runtimes.onnx._qdq_floor import cosine_scores
+
+        outputs = self._run(model if isinstance(model, bytes) else str(model))
+        return cosine_scores(self.references, outputs, SIGNAL_FLOOR)
+
+
 def calibration_cosine(fp32: Path, quantized: Path, calib, input_names: list[str],
                        count: int = 16) -> tuple[float, float, float]:
     """(worst, mean, pooled) cosine similarity of ``quantized`` vs ``fp32`` (both run by ONNX Runtime) over the first
     ``count`` calibration samples. Worst: of every output (a box head counts as much as a score head), over the
     samples whose reference carries signal for that output (norm >= ``SIGNAL_FLOOR`` x the output's median norm);
     mean: of each sample's worst output; pooled: the worst output's cosine over all samples concatenated."""
-    import onnxruntime as ort
-
-    def cosine(r, g) -> float:
-        return float(r @ g / (np.linalg.norm(r) * np.linalg.norm(g) + 1e-12)) if np.any(r) or np.any(g) else 1.0
-
-    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, quantized)]
-    pairs = []  # per sample: (reference, quantized) per output
-    for sample in itertools.islice(iter(calib), count):
-        feeds = {name: sample[name] for name in input_names}
-        refs, gots = ([np.ravel(o).astype(np.float64) for o in s.run(None, feeds)] for s in sessions)
-        pairs.append(list(zip(refs, gots)))
-    if not pairs:
-        return 0.0, 0.0, 0.0
-    worst, pooled = 1.0, 1.0
-    for output in zip(*pairs):
-        floor = SIGNAL_FLOOR * float(np.median([np.linalg.norm(r) for r, _ in output]))
-        worst = min(worst, min(cosine(r, g) for r, g in output if np.linalg.norm(r) >= floor))
-        pooled = min(pooled, cosine(np.concatenate([r for r, _ in output]), np.concatenate([g for _, g in output])))
-    return worst, float(np.mean([min(cosine(r, g) for r, g in sample) for sample in pairs])), pooled
+    return OutputScorer(fp32, itertools.islice(iter(calib), count), input_names)(quantized)
 
 
 SIGNAL_FLOOR = 0.1
@@ -165,6 +169,9 @@ def mixed_output_nodes(source, calib, prepped: Path, notes: list[str]) -> list[s
     return nodes
 
 
+EIGHT_BIT = ("QUInt8", "QInt8")
+"""Activation types the fidelity floor raises to int16 (onnx-w8a16's activations are int16 already)."""
+
 MAC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 """The ops a "MAC ops only" trial quantizes: those ORT runs with integer kernels (QLinearConv, MatMulInteger...)."""
 
@@ -187,6 +194,11 @@ class Trial(NamedTuple):
 
     def types(self, types: dict[str, object], reduce_range: bool) -> dict[str, object]:
         return {**types, "per_channel": self.per_channel, "mac_only": self.mac_only, "reduce_range": reduce_range}
+
+
+def with_config_value(backend: Backend, options, **changes: object):
+    """``options`` with ``backend``'s config changed (validated)."""
+    return options.with_config(backend.name, backend.config_of(options).updated(**changes))
 
 
 def recipe_trials(config, method: str, calib_method: str) -> list[Trial]:
@@ -272,6 +284,8 @@ class OnnxQdqConfig(FallbackConfig):
     percentile: float = Field(99.999, gt=50.0, le=100.0, description="CalibPercentile of the percentile method")
     nodes_to_exclude: list[str] = Field([], description="Nodes kept float (accuracy control adds to them)")
     int16_tensors: list[str] = Field([], description="Activations quantized to int16 (accuracy control's tier)")
+    fidelity_floor: float = Field(0.99, ge=0.0, le=1.0, description=(
+        "Held-back worst-sample cosine below which the activations costing the output most get int16; 0 = off"))
 
 
 class OnnxQdq(Backend):
@@ -314,7 +328,7 @@ class OnnxQdq(Backend):
                          "reason": f"reduce_range set by {self.name}.reduce_range"}
             main, types, method = self._pick_recipe(source, calib, prepped, out_dir, work, options, types, method,
                                                     float_nodes, pick_bits)
-        excluded, int16 = list(config.nodes_to_exclude), list(config.int16_tensors)
+        excluded, int16 = list(config.nodes_to_exclude), list(types.get("int16_tensors") or config.int16_tensors)
         calibration = {v: k for k, v in CALIBRATION_METHODS.items() if v}.get(method, options.calib_method)
         recipe = {"format": "QDQ", "per_channel": bool(types.get("per_channel", True)), "target": target,
                   "calibration": calibration, "picked_by": str(types.get("picked_by", "")),
@@ -328,6 +342,9 @@ class OnnxQdq(Backend):
         if types.get("picked_by"):
             only = f", only {'/'.join(MAC_OPS)} quantized" if types.get("mac_only") else ""
             notes.insert(1, f"{granularity} weights, {calibration} ranges{only}: {types['picked_by']}")
+        if types.get("floor"):
+            notes.append(str(types["floor"]))
+            recipe["fidelity_floor"] = str(types["floor"])
         if types["attention"]:
             why = f"{self.name}.attention_recipe" if forced is not None else "attention graph"
             notes.insert(1, f"{why}: LayerNorm, residual Adds and attention-mask ops float, MatMul/Gemm outputs not "
@@ -357,13 +374,13 @@ class OnnxQdq(Backend):
         trials = recipe_trials(config, method, options.calib_method)
         split = trial_split(calib) if len(trials) > 1 or pick_bits else None
         fit, held = split if split is not None else (calib, list(itertools.islice(iter(calib), SCORE_SAMPLES)))
-        names = [s.name for s in source.inputs]
+        scorer = OutputScorer(source.onnx_path(), held, [s.name for s in source.inputs])
 
         def score(trial: Trial, reduce: bool) -> tuple[float, float, float]:
             path = work / trial.file_name(reduce)
             self._quantize(source, fit, prepped, path, work, options, trial.types(types, reduce), trial.method,
                            float_nodes)
-            return calibration_cosine(source.onnx_path(), path, held, names, count=len(held))
+            return scorer(path)
 
         reduce = bool(types["reduce_range"])
         scores = {trial: score(trial, reduce) for trial in trials} if len(trials) > 1 or pick_bits else {}
@@ -373,6 +390,7 @@ class OnnxQdq(Backend):
         if len(trials) > 1:
             shown = ", ".join(f"{trial.label} {worst:.4f}/{pooled:.4f}" for trial, (worst, _, pooled) in scores.items())
             chosen["picked_by"] = f"closest to FP32 on {where} (worst-sample/pooled cosine: {shown})"
+        bits: dict[bool, tuple[float, float, float]] = {}
         if pick_bits:  # the chosen trial again with 8-bit weights
             bits = {True: scores[chosen_trial], False: score(chosen_trial, False)}
             reduce = bits[True][:2] >= bits[False][:2]  # worst sample first, then the mean
@@ -380,11 +398,51 @@ class OnnxQdq(Backend):
                 f"x86 without VNNI: {'7' if reduce else '8'}-bit weights measured closer to FP32 on {where} "
                 f"(cosine min/mean {bits[True][0]:.5f}/{bits[True][1]:.5f} with 7-bit, {bits[False][0]:.5f}/"
                 f"{bits[False][1]:.5f} with 8-bit; 8-bit may saturate VPMADDUBSW)")}
+        plain = bits[reduce] if pick_bits else scores.get(chosen_trial)
+        if split is not None and plain is not None and config.fidelity_floor and types["activation"] in EIGHT_BIT \
+                and not (config.int16_tensors or config.nodes_to_exclude):
+            options, chosen = self._floor(source, fit, prepped, work, options, chosen, chosen_trial, reduce,
+                                          float_nodes, scorer, plain)
         final = out_dir / "model.onnx"
         if scores and split is None:  # the trial was calibrated on every sample: it is the artifact
             return save_onnx(load_full(work / chosen_trial.file_name(reduce)), final), chosen, chosen_trial.method
         return (self._quantize(source, calib, prepped, final, work, options, chosen, chosen_trial.method, float_nodes),
                 chosen, chosen_trial.method)
+
+    def _floor(self, source, fit, prepped: Path, work: Path, options, chosen: dict[str, object], trial: Trial,
+               reduce: bool, float_nodes: list[str], scorer: OutputScorer,
+               plain: tuple[float, float, float]) -> tuple[object, dict[str, object]]:
+        """Below ``fidelity_floor`` on the held-back samples: int16 activations on the tensors whose 8-bit
+        quantization costs the output most (``_qdq_floor``), the top 1, 2, 4, 8 tried, the first reaching the floor
+        (else the best that gains ``FLOOR_MIN_GAIN``) kept. Returns the options and types to build the artifact."""
+        from edgeq.runtimes.onnx._qdq_floor import FLOOR_MIN_GAIN, FLOOR_STEPS, rank_by_damage
+
+        config: OnnxQdqConfig = self.config_of(options)
+        if plain[0] >= config.fidelity_floor:
+            return options, chosen
+        ranking, total = rank_by_damage(work / trial.file_name(reduce), scorer)
+        helpful = [tensor for tensor, damage in ranking if damage > 0]
+        tried: dict[int, tuple[float, float, float]] = {}
+        for count in sorted({min(step, len(helpful)) for step in FLOOR_STEPS} - {0}):
+            candidate = with_config_value(self, options, int16_tensors=helpful[:count])
+            path = self._quantize(source, fit, prepped, work / f"floor-{count}.onnx", work, candidate, chosen,
+                                  trial.method, float_nodes)
+            tried[count] = scorer(path)
+            if tried[count][0] >= config.fidelity_floor:
+                break
+        best = max(tried, key=lambda k: tried[k][:2], default=None)
+        shown = ", ".join(f"{k} int16 {v[0]:.4f}/{v[2]:.4f}" for k, v in tried.items())
+        reached = f"{len(ranking)} of {total} activations ranked" + ("" if len(ranking) == total else " (time budget)")
+        if best is None or not (tried[best][0] >= plain[0] + FLOOR_MIN_GAIN or tried[best][2] >= plain[2] + FLOOR_MIN_GAIN):
+            note = (f"fidelity floor {config.fidelity_floor}: {plain[0]:.4f}/{plain[2]:.4f} held back, no int16 "
+                    f"candidate gained ({shown or 'no tensor helped'}; {reached})")
+            return options, {**chosen, "floor": note}
+        tensors = helpful[:best]
+        note = (f"fidelity floor {config.fidelity_floor}: worst-sample/pooled cosine {plain[0]:.4f}/{plain[2]:.4f} "
+                f"held back -> {tried[best][0]:.4f}/{tried[best][2]:.4f} with int16 activations on {', '.join(tensors)} "
+                f"(the tensors whose 8-bit quantization alone cost the output most, {reached}; tried: {shown})")
+        return with_config_value(self, options, int16_tensors=tensors), {**chosen, "floor": note,
+                                                                          "int16_tensors": tensors}
 
     @staticmethod
     def _preprocess(source, work: Path, notes: list[str]) -> Path:

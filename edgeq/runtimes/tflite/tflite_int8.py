@@ -6,15 +6,20 @@ fails; the manifest recipe names the route used and why the earlier ones failed.
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError, UnsupportedConversion, failure_reason
 from edgeq.metrics import mixed_range_note
+from edgeq.runtimes._picking import SCORE_SAMPLES, Score, best, closeness, describe, run_all
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 
@@ -32,6 +37,57 @@ def onnx_routes() -> list[str]:
     if unknown:
         raise BackendError(f"EDGEQ_TFLITE_ROUTES: unknown route(s) {', '.join(unknown)}; known: {', '.join(ONNX_ROUTES)}")
     return named or list(ONNX_ROUTES)
+
+
+ROUTE_TARGET = 0.99
+"""Worst-sample cosine (every output, calibration samples) at which the first route that converts is kept without
+building the next: below it the next routes are built and scored too. MiniLM-L6 as ONNX: onnx2tf 0.36 held out,
+onnx2fx → litert-torch 0.91 (docs/zoo.md)."""
+
+
+def kept_route(files: ExportedFiles) -> str:
+    """The route name of an ONNX-source artifact (its recipe's ``route``, as ``ONNX_ROUTES`` spells it)."""
+    return "onnx2tf" if "onnx2tf" in str(files.recipe.get("route", "onnx2tf")) else "litert-torch"
+
+
+def _empty(folder: Path, remove: bool) -> None:
+    """Delete the files a route wrote into ``folder``, and the folder itself when ``remove``."""
+    if remove:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for leftover in folder.iterdir():
+        if leftover.is_file():
+            leftover.unlink()
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+class RouteScorer:
+    """Scores ONNX→TFLite route artifacts against ONNX Runtime FP32 on the first calibration samples (both routes
+    take and give tensors in the ONNX layout); each artifact runs in a runner child process, so a runtime that
+    aborts on one route's graph costs that route, not the export."""
+
+    def __init__(self, source, calib):
+        self.samples = list(itertools.islice(iter(calib), SCORE_SAMPLES))
+        self.count = len(self.samples)
+        self._source = source
+        self._reference: list | None = None
+
+    def reference(self) -> list:
+        if self._reference is None:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(self._source.onnx_path()), providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            self._reference = run_all(lambda feeds: session.run(None, {n: feeds[n] for n in names}), self.samples)
+        return self._reference
+
+    def score(self, main: Path) -> Score:
+        from edgeq.verification import SampleFiles, run_artifact
+
+        with tempfile.TemporaryDirectory(prefix=".route-score-", dir=main.parent.parent) as tmp:
+            _, outputs = run_artifact(main, SampleFiles(holdout=self.samples), Path(tmp) / "runner.log")
+        return closeness(self.reference(), [[np.asarray(o, np.float32) for o in sample] for sample in outputs])
 
 
 class TfliteInt8Config(FallbackConfig):
@@ -74,26 +130,50 @@ class TfliteInt8(Backend):
         return self._litert(source, calib, out_dir, options)
 
     def _onnx_chain(self, source, calib, out_dir: Path, options) -> ExportedFiles:
-        """Try each ONNX route in order; the first that converts wins, the others' reasons go into the recipe."""
+        """Try each ONNX route in order; the first that converts is kept if it reaches ``ROUTE_TARGET`` on the
+        calibration samples, else the next routes are built too and the closest to FP32 is kept (``_picking.best``:
+        the earlier route unless a later one cuts its error by a quarter). Failed routes' reasons and every route's
+        score go into the recipe; a pinned route (``-O tflite-int8.route=``) is built alone."""
         pinned = self.config_of(options).route
         routes = [str(pinned)] if pinned else onnx_routes()
         failed: dict[str, str] = {}
+        scores: dict[str, Score] = {}
+        kept: ExportedFiles | None = None
+        scorer = RouteScorer(source, calib)
         for route in routes:
+            build = out_dir if kept is None else Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tflite-route-"))
             try:
-                files = self._onnx2tf(source, calib, out_dir, options) if route == "onnx2tf" \
-                    else self._litert(source, calib, out_dir, options)
+                files = self._onnx2tf(source, calib, build, options) if route == "onnx2tf" \
+                    else self._litert(source, calib, build, options)
+                if len(routes) > 1:
+                    scores[route] = scorer.score(files.main)
             except Exception as exc:  # noqa: BLE001 - any failure of one route hands over to the next
                 failed[route] = failure_reason(exc, 300)
-                for leftover in out_dir.iterdir():
-                    if leftover.is_file():
-                        leftover.unlink()
+                _empty(build, remove=build != out_dir)
                 continue
-            if failed:
-                files.recipe["routes_failed"] = failed
-                files.notes.append("earlier route(s) failed: " + "; ".join(f"{r}: {e}" for r, e in failed.items()))
-            return files
-        raise UnsupportedConversion("no ONNX→TFLite route converts this model: "
-                                    + "; ".join(f"{r}: {e}" for r, e in failed.items()))
+            if kept is None:
+                kept = files
+            elif best({kept_route(kept): scores[kept_route(kept)], route: scores[route]}) == route:
+                _empty(out_dir, remove=False)
+                for item in build.iterdir():
+                    item.rename(out_dir / item.name)
+                files.main = out_dir / files.main.name
+                kept = files
+            if build != out_dir:
+                shutil.rmtree(build, ignore_errors=True)
+            if scores and max(worst for worst, _ in scores.values()) >= ROUTE_TARGET:
+                break
+        if kept is None:
+            raise UnsupportedConversion("no ONNX→TFLite route converts this model: "
+                                        + "; ".join(f"{r}: {e}" for r, e in failed.items()))
+        if failed:
+            kept.recipe["routes_failed"] = failed
+            kept.notes.append("other route(s) failed: " + "; ".join(f"{r}: {e}" for r, e in failed.items()))
+        if len(scores) > 1:
+            kept.recipe["route_scores"] = {route: list(score) for route, score in scores.items()}
+            kept.notes.append(f"route closest to FP32 on {scorer.count} calibration samples (worst/mean cosine): "
+                              + describe(scores))
+        return kept
 
     def _onnx2tf(self, source, calib, out_dir: Path, options) -> ExportedFiles:
         from edgeq.runtimes.tflite import _tflite_onnx2tf
