@@ -139,3 +139,28 @@ def test_trials_are_scored_as_saved_irs_and_the_best_is_kept(lstm_source, tmp_pa
     assert "trial" not in fixed.recipe and "trial_scores" not in fixed.recipe
     few = _export(lstm_source, calib[:6], tmp_path / "few")  # too few samples to hold any back: one quantization
     assert "trial" not in few.recipe
+
+
+def test_fidelity_floor_keeps_the_costly_quantizers_reader_float(tmp_path: Path) -> None:
+    """Below the floor (0.99 held-back worst cosine) openvino-int8 ranks the activation FakeQuantize ops by the
+    damage each alone does at the output and keeps the ops reading the worst one float (NNCF ignored scope): here
+    the 1x1 conv reading a tensor with one channel at ~400 beside three at ~1 (one int8 scale erases the three)."""
+    from test_export_onnx import _wide_conv_output_model
+
+    from edgeq.cli import main
+    from edgeq.manifest import Manifest
+
+    model = _wide_conv_output_model(tmp_path / "wide.onnx")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(1).standard_normal((40, 3, 8, 8)).astype(np.float32))
+    results = {}
+    for floor in ("0.99", "0"):
+        out = tmp_path / f"floor-{floor}"
+        assert main(["export", str(model), "--calib", str(calib), "-b", "openvino-int8", "-O",
+                     f"openvino-int8.fidelity_floor={floor}", "--out", str(out)]) == 0
+        results[floor] = Manifest.read(out / "wide" / "manifest.json").artifact("openvino-int8")
+    floored, plain = results["0.99"], results["0"]
+    assert floored.status == "ok" and plain.status == "ok", (floored.error, plain.error)
+    assert plain.verification.cosine_min < 0.95 and "fidelity_floor" not in plain.recipe
+    assert "float" in floored.recipe["fidelity_floor"] and floored.recipe["ignored_scope"], floored.recipe
+    assert floored.verification.cosine_min > 0.99

@@ -29,6 +29,8 @@ Calibration methods (activation range estimators; weights always use per-channel
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +38,7 @@ from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig, OpenvinoRouteConfig
 from edgeq.errors import BackendError, CalibrationError
-from edgeq.runtimes._picking import trial_split
+from edgeq.runtimes._picking import Outputs, Score, closeness, trial_split
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.openvino._openvino import (
     convert_source,
@@ -53,7 +55,9 @@ from edgeq.runtimes.openvino._openvino_pick import (
     recipe_trials,
     recurrent_types,
     reference_outputs,
+    saved_ir_outputs,
 )
+from edgeq.types import Feeds
 
 SUPPORTED_METHODS = ("minmax", "percentile", "mse")
 QUANTIZED_OP_TYPES = ("FakeQuantize", "FakeConvert")
@@ -95,6 +99,9 @@ class OpenvinoInt8Config(FallbackConfig, OpenvinoRouteConfig):
     smooth_quant: bool = Field(False, description="SmoothQuant on transformer graphs (NNCF's default: on)")
     percentile: float = Field(99.999, gt=50.0, le=100.0, description="Quantile of the percentile method")
     ignored_scope: list[str] = Field([], description="Layer names kept float (nncf.IgnoredScope)")
+    fidelity_floor: float = Field(0.99, ge=0.0, le=1.0, description=(
+        "Held-back worst-sample cosine below which the ops reading the costliest activation quantizers stay float; "
+        "0 = off"))
 
 
 class OpenvinoInt8(Backend):
@@ -161,13 +168,20 @@ class OpenvinoInt8(Backend):
         try:
             with quiet_nncf(warnings):
                 split = trial_split(calib) if len(trials) > 1 else None
-                trial, scores = trials[0], {}
+                trial, scores, floor_note = trials[0], {}, ""
                 if split is not None:  # trials fit on the first samples, scored on the held-back last ones
                     fit, held_back = split
                     samples = [to_feeds(sample) for sample in held_back]
-                    trial, scores = pick_trial(
-                        trials, lambda t: nncf.quantize(model, nncf.Dataset(fit, to_feeds), **settings(t, len(fit))),
-                        reference_outputs(model, samples), samples, out_dir.parent, save)
+
+                    def fit_quantize(t: Trial) -> Any:
+                        return nncf.quantize(model, nncf.Dataset(fit, to_feeds), **settings(t, len(fit)))
+
+                    reference = reference_outputs(model, samples)
+                    trial, scores = pick_trial(trials, fit_quantize, reference, samples, out_dir.parent, save)
+                    if config.fidelity_floor and not control and not ignored \
+                            and scores[trial.label][0] < config.fidelity_floor:
+                        trial, floor_note = self._floor(trial, scores[trial.label], fit_quantize, reference, samples,
+                                                        out_dir.parent, save, config.fidelity_floor)
                 chosen = settings(trial, len(calib))  # the winner, calibrated on every sample
                 if not control:
                     quantized = nncf.quantize(model, nncf.Dataset(calib, to_feeds), **chosen)
@@ -199,6 +213,9 @@ class OpenvinoInt8(Backend):
         recipe.update(trial.recipe)
         if ignored or trial.float_names:
             recipe["ignored_scope"] = ignored + [name for name in trial.float_names if name not in ignored]
+        if floor_note:
+            recipe["fidelity_floor"] = floor_note
+            notes.append(floor_note)
         if recurrent:
             recipe["recurrent_float"] = recurrent
             notes.append(f"{', '.join(recurrent)} kept float: the CPU plugin's INT8 RNN kernel computes them wrongly "
@@ -216,3 +233,41 @@ class OpenvinoInt8(Backend):
         notes.insert(0, f"NNCF {preset} preset, {kind} graph: {why}; {fake_quantize} FakeQuantize ops; via {route} route")
         notes += [f"nncf: {w}" for w in warnings[:5]]
         return ExportedFiles(main=main, recipe=recipe, notes=notes)
+
+    @staticmethod
+    def _floor(trial: Trial, plain: Score, fit_quantize: Callable[[Trial], Any], reference: list[Outputs],
+               samples: list[Feeds], work: Path, save: Callable[[Any, Path], Path],
+               floor: float) -> tuple[Trial, str]:
+        """Below ``floor`` on the held-back samples: the ops reading the activation quantizers that do the most damage
+        alone (``_openvino_floor``) kept float, the top 1, 2, 4, 8 tried (each a real ``nncf.quantize``, scored as a
+        saved IR), the first reaching ``floor`` (else the best gaining ``FLOOR_MIN_GAIN``) kept."""
+        from edgeq.runtimes.openvino._openvino_floor import (
+            FLOOR_MIN_GAIN,
+            FLOOR_STEPS,
+            consumers,
+            rank_by_damage,
+        )
+
+        quantized = fit_quantize(trial)
+        ranking, total = rank_by_damage(quantized, reference, samples)
+        helpful = [name for name, damage in ranking if damage > 0]
+        tried: dict[int, tuple[Trial, Score]] = {}
+        for count in sorted({min(step, len(helpful)) for step in FLOOR_STEPS} - {0}):
+            names = list(dict.fromkeys(n for q in helpful[:count] for n in consumers(quantized, q)))
+            candidate = replace(trial, float_names=tuple(dict.fromkeys(trial.float_names + tuple(names))))
+            tried[count] = candidate, closeness(reference, saved_ir_outputs(fit_quantize(candidate), samples, work,
+                                                                            save))
+            if tried[count][1][0] >= floor:
+                break
+        reached = f"{len(ranking)} of {total} activation quantizers ranked" + (
+            "" if len(ranking) == total else " (time budget)")
+        shown = ", ".join(f"{k} float {score[0]:.4f}/{score[1]:.4f}" for k, (_, score) in tried.items())
+        best_count = max(tried, key=lambda k: tried[k][1], default=None)
+        if best_count is None or tried[best_count][1][0] < plain[0] + FLOOR_MIN_GAIN:
+            return trial, (f"fidelity floor {floor}: {plain[0]:.4f}/{plain[1]:.4f} held back, no candidate gained "
+                           f"({shown or 'no quantizer did damage alone'}; {reached})")
+        chosen, score = tried[best_count]
+        added = [n for n in chosen.float_names if n not in trial.float_names]
+        return chosen, (f"fidelity floor {floor}: worst/mean cosine {plain[0]:.4f}/{plain[1]:.4f} held back -> "
+                        f"{score[0]:.4f}/{score[1]:.4f} with {', '.join(added)} float (reading the activation "
+                        f"quantizers that alone cost the output most, {reached}; tried: {shown})")
