@@ -187,3 +187,26 @@ def test_routes_scored_when_the_first_misses_the_target(onnx2tf_env: Path, tmp_p
     assert not list(tmp_path.glob(".tflite-route-*")) and not list(tmp_path.glob(".route-score-*"))
     assert any(note.startswith("route closest to FP32") for note in files.notes)
     source.close()
+
+
+@pytest.mark.slow  # one onnx2tf conversion: ~20 s
+def test_no_route_comparison_on_mixed_range_outputs(onnx2tf_env: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A boxes-and-scores output: only onnx2tf keeps it float, and a whole-output cosine would not see zeroed class
+    scores from the other route, so the first route that converts is kept without a comparison."""
+    from test_output_ranges import _detector
+
+    from edgeq.backends import get_backend
+    from edgeq.models import load_model
+    from edgeq.runtimes.tflite import tflite_int8
+    from edgeq.types import ExportOptions
+
+    monkeypatch.setattr(tflite_int8, "ROUTE_TARGET", 1.01)
+    source = load_model(str(_detector(tmp_path / "det.onnx")))
+    rng = np.random.default_rng(2)
+    calib = [{"x": rng.normal(0, 1, (1, 3, 8, 8)).astype(np.float32)} for _ in range(16)]
+    out = tmp_path / "build"
+    out.mkdir()
+    files = get_backend("tflite-int8")().export(source, calib, out, ExportOptions())
+    assert str(files.recipe["route"]).startswith("onnx2tf") and "route_scores" not in files.recipe
+    source.close()

@@ -361,7 +361,7 @@ class OnnxQdq(Backend):
         which they were not calibrated on (``edgeq.runtimes._picking.trial_split``); the winner is then calibrated on
         every sample. Scored on their own calibration samples, percentile ranges and all-ops placements looked
         better than they were held out (PP-OCRv6-tiny recognition: all-ops percentile 0.963 vs MAC-only minmax 0.956
-        on calibration, 0.916 vs 0.948 held out). With fewer than 8 samples the trials are scored on the samples
+        on calibration, 0.916 vs 0.948 held out). With fewer than 16 samples the trials are scored on the samples
         that calibrated them.
 
         Why (bench/zoo.py, docs/zoo.md): on real models no single choice wins. MTCNN PNet's box head: per-channel

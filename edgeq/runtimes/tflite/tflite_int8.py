@@ -133,19 +133,23 @@ class TfliteInt8(Backend):
         """Try each ONNX route in order; the first that converts is kept if it reaches ``ROUTE_TARGET`` on the
         calibration samples, else the next routes are built too and the closest to FP32 is kept (``_picking.best``:
         the earlier route unless a later one cuts its error by a quarter). Failed routes' reasons and every route's
-        score go into the recipe; a pinned route (``-O tflite-int8.route=``) is built alone."""
+        score go into the recipe; a pinned route (``-O tflite-int8.route=``) is built alone, and so is the first that
+        converts a model with mixed-range outputs (``SourceModel.mixed_range_outputs``: only onnx2tf keeps them
+        float, and a whole-output cosine does not see their zeroed class scores)."""
         pinned = self.config_of(options).route
         routes = [str(pinned)] if pinned else onnx_routes()
         failed: dict[str, str] = {}
         scores: dict[str, Score] = {}
         kept: ExportedFiles | None = None
         scorer = RouteScorer(source, calib)
+        # litert-torch does not keep mixed-range outputs float: its whole-output cosine would hide zeroed class scores
+        compare = len(routes) > 1 and not source.mixed_range_outputs(calib)
         for route in routes:
             build = out_dir if kept is None else Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tflite-route-"))
             try:
                 files = self._onnx2tf(source, calib, build, options) if route == "onnx2tf" \
                     else self._litert(source, calib, build, options)
-                if len(routes) > 1:
+                if compare:
                     scores[route] = scorer.score(files.main)
             except Exception as exc:  # noqa: BLE001 - any failure of one route hands over to the next
                 failed[route] = failure_reason(exc, 300)
@@ -161,7 +165,7 @@ class TfliteInt8(Backend):
                 kept = files
             if build != out_dir:
                 shutil.rmtree(build, ignore_errors=True)
-            if scores and max(worst for worst, _ in scores.values()) >= ROUTE_TARGET:
+            if not compare or max(worst for worst, _ in scores.values()) >= ROUTE_TARGET:
                 break
         if kept is None:
             raise UnsupportedConversion("no ONNX→TFLite route converts this model: "
