@@ -1,32 +1,27 @@
 """onnx-qdq's fidelity floor: which activations' 8-bit quantization costs the model most, measured at the output.
 
 ORT's own per-tensor debugger (``qdq_loss_debug``, the accuracy-control ranking) scores each activation by its
-*local* SQNR, and on PP-OCRv5 text recognition that ranking never finds the loss (14 layers floated: 0.608 → 0.671).
-Measured at the output instead, one tensor carries it: quantizing only ``Conv.2`` of the LCNet stem gives 0.674
-worst-sample cosine, and int16 for that conv's output alone brings it back to 0.989 (its per-tensor u8 grid of
-0.33 over -38…46 erases what the hard-swish after it needs).
+*local* SQNR; the damage at the output can sit elsewhere. On PP-OCRv5 text recognition quantizing only the output of
+``Conv.2`` (LCNet stem; one u8 grid of 0.33 over -38…46 before a hard-swish) gives 0.674 worst-sample cosine alone,
+and int16 on that output alone gives 0.989.
 
-The ranking here keeps one activation's QuantizeLinear/DequantizeLinear pair at a time in the quantized model and
-removes the others (no re-calibration: the pair keeps its ORT scale), and scores the output against FP32 on samples
-the model was not calibrated on; the tensors that do the most damage alone come first. onnx-qdq then asks ORT's quantizer for int16
-activations on the top 1, 2, 4, 8 of them (``int16_tensors``, ``TensorQuantOverrides``) and keeps a candidate only when
-it clearly gains (``FLOOR_MIN_GAIN``).
+The ranking keeps one activation's QuantizeLinear/DequantizeLinear pair at a time in the ORT-quantized model and
+removes the others (no re-calibration: the pair keeps its ORT scale), scores the output against FP32 on held-back
+samples the model was not calibrated on, and puts the tensors that do the most damage alone first
+(``edgeq.runtimes._picking.rank_alone``). onnx-qdq then asks ORT's quantizer for int16 activations on the top 1, 2, 4,
+8 of them (``int16_tensors``, ``TensorQuantOverrides``) and keeps a candidate only when it clearly gains
+(``FLOOR_MIN_GAIN``). Where the damage is spread over dozens of tensors (all of PP-OCRv5 recognition's stem blocks)
+eight are not enough and the plain model stays (docs/accuracy.md).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-RANK_SECONDS = 240.0
-"""Wall-clock budget of the ranking; tensors not reached in time are not candidates (noted in the recipe)."""
-FLOOR_STEPS = (1, 2, 4, 8)
-"""How many of the top-ranked tensors each candidate raises to int16."""
-FLOOR_MIN_GAIN = 0.002
-"""A candidate replaces the plain model only when its worst-sample (or pooled) cosine is at least this much higher."""
+from edgeq.runtimes._picking import rank_alone
 
 
 def activation_pairs(model) -> list[str]:  # model: onnx.ModelProto
@@ -66,25 +61,20 @@ def without_pairs(model, tensors: set[str]):  # model: onnx.ModelProto (left unc
     return copy
 
 
-def rank_by_damage(model_path: Path, score: Callable[[bytes], tuple[float, float, float]],
-                   budget_s: float = RANK_SECONDS) -> tuple[list[tuple[str, float]], int]:
+def rank_by_damage(model_path: Path, score: Callable[[bytes], tuple[float, float, float]]
+                   ) -> tuple[list[tuple[str, float]], int]:
     """(activations sorted by the damage their 8-bit quantization alone does, worst first, with that damage; how
-    many activations the model quantizes). Each is scored with only its own Q/DQ pair kept (weights stay
-    quantized): several layers that each wreck the output alone (PP-OCRv5 recognition's stem convs, 0.63-0.67 each)
-    would show no gain one at a time the other way round. ``score`` runs a serialized model; damage is the drop of
-    its mean cosine from the weights-only model's."""
+    many activations the model quantizes); ``score`` runs a serialized model (``_picking.rank_alone``)."""
     import onnx
 
     model = onnx.load(str(model_path))
     tensors = activation_pairs(model)
     everything = set(tensors)
-    base = score(without_pairs(model, everything).SerializeToString())[1]
-    started, damage = time.perf_counter(), []
-    for tensor in tensors:
-        if time.perf_counter() - started > budget_s:
-            break
-        damage.append((tensor, base - score(without_pairs(model, everything - {tensor}).SerializeToString())[1]))
-    return sorted(damage, key=lambda item: -item[1]), len(tensors)
+
+    def mean_with_only(tensor: str | None) -> float:
+        return score(without_pairs(model, everything - {tensor}).SerializeToString())[1]
+
+    return rank_alone(tensors, mean_with_only), len(tensors)
 
 
 def cosine_scores(references: Sequence[Sequence[np.ndarray]], outputs: Sequence[Sequence[np.ndarray]],

@@ -415,15 +415,17 @@ class OnnxQdq(Backend):
         """Below ``fidelity_floor`` on the held-back samples: int16 activations on the tensors whose 8-bit
         quantization costs the output most (``_qdq_floor``), the top 1, 2, 4, 8 tried, the first reaching the floor
         (else the best that gains ``FLOOR_MIN_GAIN``) kept. Returns the options and types to build the artifact."""
-        from edgeq.runtimes.onnx._qdq_floor import FLOOR_MIN_GAIN, FLOOR_STEPS, rank_by_damage
+        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_counts
+        from edgeq.runtimes.onnx._qdq_floor import rank_by_damage
 
         config: OnnxQdqConfig = self.config_of(options)
         if plain[0] >= config.fidelity_floor:
             return options, chosen
-        ranking, total = rank_by_damage(work / trial.file_name(reduce), scorer)
+        ranker = OutputScorer(source.onnx_path(), scorer.samples[:RANK_SAMPLES], [s.name for s in source.inputs])
+        ranking, total = rank_by_damage(work / trial.file_name(reduce), ranker)
         helpful = [tensor for tensor, damage in ranking if damage > 0]
         tried: dict[int, tuple[float, float, float]] = {}
-        for count in sorted({min(step, len(helpful)) for step in FLOOR_STEPS} - {0}):
+        for count in floor_counts(len(helpful)):
             candidate = with_config_value(self, options, int16_tensors=helpful[:count])
             path = self._quantize(source, fit, prepped, work / f"floor-{count}.onnx", work, candidate, chosen,
                                   trial.method, float_nodes)

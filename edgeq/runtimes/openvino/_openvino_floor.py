@@ -10,19 +10,11 @@ clearly gains.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from edgeq.runtimes._picking import Outputs, closeness, run_all
+from edgeq.runtimes._picking import Outputs, closeness, rank_alone, run_all
 from edgeq.types import Feeds
-
-RANK_SECONDS = 240.0
-"""Wall-clock budget of the ranking; quantizers not reached in time are not candidates (noted in the recipe)."""
-FLOOR_STEPS = (1, 2, 4, 8)
-"""How many of the top-ranked quantizers' consumers each candidate keeps float."""
-FLOOR_MIN_GAIN = 0.002
-"""A candidate replaces the plain model only when its worst-sample cosine is at least this much higher."""
 
 
 def _is_constant(output: Any) -> bool:
@@ -63,16 +55,13 @@ def _outputs(model: Any, samples: Sequence[Feeds]) -> list[Outputs]:
     return run_all(lambda feeds: compiled(feeds).to_tuple(), samples)
 
 
-def rank_by_damage(quantized: Any, reference: list[Outputs], samples: Sequence[Feeds],
-                   budget_s: float = RANK_SECONDS) -> tuple[list[tuple[str, float]], int]:
+def rank_by_damage(quantized: Any, reference: list[Outputs], samples: Sequence[Feeds]
+                   ) -> tuple[list[tuple[str, float]], int]:
     """(activation quantizers sorted by the damage each alone does, worst first; how many there are)."""
     names = activation_quantizers(quantized)
     everything = set(names)
-    base = closeness(reference, _outputs(bypassed(quantized, everything), samples))[1]
-    started, damage = time.perf_counter(), []
-    for name in names:
-        if time.perf_counter() - started > budget_s:
-            break
-        damage.append((name, base - closeness(reference, _outputs(bypassed(quantized, everything - {name}),
-                                                                  samples))[1]))
-    return sorted(damage, key=lambda item: -item[1]), len(names)
+
+    def mean_with_only(name: str | None) -> float:
+        return closeness(reference, _outputs(bypassed(quantized, everything - {name}), samples))[1]
+
+    return rank_alone(names, mean_with_only), len(names)

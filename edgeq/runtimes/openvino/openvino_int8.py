@@ -241,18 +241,14 @@ class OpenvinoInt8(Backend):
         """Below ``floor`` on the held-back samples: the ops reading the activation quantizers that do the most damage
         alone (``_openvino_floor``) kept float, the top 1, 2, 4, 8 tried (each a real ``nncf.quantize``, scored as a
         saved IR), the first reaching ``floor`` (else the best gaining ``FLOOR_MIN_GAIN``) kept."""
-        from edgeq.runtimes.openvino._openvino_floor import (
-            FLOOR_MIN_GAIN,
-            FLOOR_STEPS,
-            consumers,
-            rank_by_damage,
-        )
+        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_counts
+        from edgeq.runtimes.openvino._openvino_floor import consumers, rank_by_damage
 
         quantized = fit_quantize(trial)
-        ranking, total = rank_by_damage(quantized, reference, samples)
+        ranking, total = rank_by_damage(quantized, reference[:RANK_SAMPLES], samples[:RANK_SAMPLES])
         helpful = [name for name, damage in ranking if damage > 0]
         tried: dict[int, tuple[Trial, Score]] = {}
-        for count in sorted({min(step, len(helpful)) for step in FLOOR_STEPS} - {0}):
+        for count in floor_counts(len(helpful)):
             names = list(dict.fromkeys(n for q in helpful[:count] for n in consumers(quantized, q)))
             candidate = replace(trial, float_names=tuple(dict.fromkeys(trial.float_names + tuple(names))))
             tried[count] = candidate, closeness(reference, saved_ir_outputs(fit_quantize(candidate), samples, work,
