@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig
-from edgeq.errors import BackendError
+from edgeq.errors import BackendError, failure_reason
 from edgeq.runtimes._picking import SCORE_SAMPLES, trial_split
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.onnx._onnx import (
@@ -421,19 +421,27 @@ class OnnxQdq(Backend):
         config: OnnxQdqConfig = self.config_of(options)
         if plain[0] >= config.fidelity_floor:
             return options, chosen
-        ranker = OutputScorer(source.onnx_path(), scorer.samples[:RANK_SAMPLES], [s.name for s in source.inputs])
-        ranking, total = rank_by_damage(work / trial.file_name(reduce), ranker)
+        try:
+            ranker = OutputScorer(source.onnx_path(), scorer.samples[:RANK_SAMPLES], [s.name for s in source.inputs])
+            ranking, total = rank_by_damage(work / trial.file_name(reduce), ranker)
+        except Exception as exc:  # noqa: BLE001 - the floor only improves; when it fails the plain model stays
+            return options, {**chosen, "floor": f"fidelity floor {config.fidelity_floor}: ranking failed "
+                                                f"({failure_reason(exc, 160)}); plain model kept"}
         helpful = [tensor for tensor, damage in ranking if damage > 0]
         tried: dict[int, tuple[float, float, float]] = {}
+        failed = ""
         for count in floor_counts(len(helpful)):
             candidate = with_config_value(self, options, int16_tensors=helpful[:count])
-            path = self._quantize(source, fit, prepped, work / f"floor-{count}.onnx", work, candidate, chosen,
-                                  trial.method, float_nodes)
-            tried[count] = scorer(path)
+            try:
+                tried[count] = scorer(self._quantize(source, fit, prepped, work / f"floor-{count}.onnx", work,
+                                                     candidate, chosen, trial.method, float_nodes))
+            except Exception as exc:  # noqa: BLE001 - e.g. an int16 Q/DQ ORT cannot load: stop at the last that built
+                failed = f"; {count} int16 failed: {failure_reason(exc, 120)}"
+                break
             if tried[count][0] >= config.fidelity_floor:
                 break
         best = max(tried, key=lambda k: tried[k][:2], default=None)
-        shown = ", ".join(f"{k} int16 {v[0]:.4f}/{v[2]:.4f}" for k, v in tried.items())
+        shown = ", ".join(f"{k} int16 {v[0]:.4f}/{v[2]:.4f}" for k, v in tried.items()) + failed
         reached = f"{len(ranking)} of {total} activations ranked" + ("" if len(ranking) == total else " (time budget)")
         if best is None or not (tried[best][0] >= plain[0] + FLOOR_MIN_GAIN or tried[best][2] >= plain[2] + FLOOR_MIN_GAIN):
             note = (f"fidelity floor {config.fidelity_floor}: {plain[0]:.4f}/{plain[2]:.4f} held back, no int16 "

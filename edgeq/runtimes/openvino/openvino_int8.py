@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig, OpenvinoRouteConfig
-from edgeq.errors import BackendError, CalibrationError
+from edgeq.errors import BackendError, CalibrationError, failure_reason
 from edgeq.runtimes._picking import Outputs, Score, closeness, trial_split
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.openvino._openvino import (
@@ -244,20 +244,28 @@ class OpenvinoInt8(Backend):
         from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_counts
         from edgeq.runtimes.openvino._openvino_floor import consumers, rank_by_damage
 
-        quantized = fit_quantize(trial)
-        ranking, total = rank_by_damage(quantized, reference[:RANK_SAMPLES], samples[:RANK_SAMPLES])
+        try:
+            quantized = fit_quantize(trial)
+            ranking, total = rank_by_damage(quantized, reference[:RANK_SAMPLES], samples[:RANK_SAMPLES])
+        except Exception as exc:  # noqa: BLE001 - the floor only improves; when it fails the plain model stays
+            return trial, f"fidelity floor {floor}: ranking failed ({failure_reason(exc, 160)}); plain model kept"
         helpful = [name for name, damage in ranking if damage > 0]
         tried: dict[int, tuple[Trial, Score]] = {}
+        failed = ""
         for count in floor_counts(len(helpful)):
             names = list(dict.fromkeys(n for q in helpful[:count] for n in consumers(quantized, q)))
             candidate = replace(trial, float_names=tuple(dict.fromkeys(trial.float_names + tuple(names))))
-            tried[count] = candidate, closeness(reference, saved_ir_outputs(fit_quantize(candidate), samples, work,
-                                                                            save))
+            try:
+                tried[count] = candidate, closeness(reference, saved_ir_outputs(fit_quantize(candidate), samples,
+                                                                                work, save))
+            except Exception as exc:  # noqa: BLE001 - stop at the last candidate that built
+                failed = f"; {count} float failed: {failure_reason(exc, 120)}"
+                break
             if tried[count][1][0] >= floor:
                 break
         reached = f"{len(ranking)} of {total} activation quantizers ranked" + (
             "" if len(ranking) == total else " (time budget)")
-        shown = ", ".join(f"{k} float {score[0]:.4f}/{score[1]:.4f}" for k, (_, score) in tried.items())
+        shown = ", ".join(f"{k} float {score[0]:.4f}/{score[1]:.4f}" for k, (_, score) in tried.items()) + failed
         best_count = max(tried, key=lambda k: tried[k][1], default=None)
         if best_count is None or tried[best_count][1][0] < plain[0] + FLOOR_MIN_GAIN:
             return trial, (f"fidelity floor {floor}: {plain[0]:.4f}/{plain[1]:.4f} held back, no candidate gained "
