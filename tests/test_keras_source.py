@@ -205,3 +205,32 @@ def test_digits_twin_every_backend_int8_agrees_with_fp32(tmp_path: Path) -> None
         assert arts[name].verification.samples == 300
     for name in INT8:
         assert arts[name].verification.top1_agreement >= 0.99, name
+
+
+def test_tflite_int8_recipe_search_floats_the_wide_tensor(tmp_path: Path) -> None:
+    """Keras sources get the onnx2tf route's recipe search: a conv output with one channel at ~400 beside three at
+    ~1 (read by a 1x1 conv that ignores the wide one) loses the three under one int8 scale; the search leaves the
+    worst-ranked ops float and the artifact holds."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 3), name="image")
+    wide = layers.Conv2D(4, 3, padding="same", name="wide")
+    narrow = layers.Conv2D(4, 1, use_bias=False, name="narrow")
+    model = keras.Model(image, narrow(wide(image)))
+    kernel, bias = wide.get_weights()
+    wide.set_weights([kernel, np.array([400.0, 0.0, 0.0, 0.0], np.float32)])
+    weights = narrow.get_weights()[0]
+    weights[:, :, 0, :] = 0.0
+    narrow.set_weights([weights])
+    path = tmp_path / "wide.keras"
+    model.save(str(path))
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(1).standard_normal((32, 8, 8, 3)).astype(np.float32))
+    assert main(["export", str(path), "--calib", str(calib), "-b", "tflite-int8", "--out", str(tmp_path / "out")]) == 0
+    art = Manifest.read(tmp_path / "out" / "wide" / "manifest.json").artifact("tflite-int8")
+    assert art.status == "ok", art.error
+    search = art.recipe["recipe_search"]
+    assert search["tried"][0]["worst_cosine"] < 0.95 and search["chosen_float_tensors"], search
+    assert art.verification.cosine_min > 0.99

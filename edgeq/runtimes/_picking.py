@@ -17,7 +17,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -142,3 +143,28 @@ def rank_alone(names: list[str], mean_with_only: Callable[[str | None], float],
             break
         damage.append((name, base - mean_with_only(name)))
     return sorted(damage, key=lambda item: -item[1])
+
+
+class ChildScorer:
+    """Scores artifacts against the source model's FP32 outputs (``source.reference``) on fixed samples; each artifact
+    runs in a runner child process (``edgeq.verification.run_artifact``), so a runtime that aborts on one candidate
+    costs that candidate, not the export."""
+
+    def __init__(self, source: Any, samples: Iterable[Feeds]):
+        self.samples = list(samples)
+        self._source = source
+        self._reference: list[Outputs] | None = None
+
+    def reference(self) -> list[Outputs]:
+        if self._reference is None:
+            self._reference = run_all(self._source.reference, self.samples)
+        return self._reference
+
+    def __call__(self, main: Path) -> Score:
+        import tempfile
+
+        from edgeq.verification import SampleFiles, run_artifact
+
+        with tempfile.TemporaryDirectory(prefix=".score-", dir=main.parent.parent) as tmp:
+            _, outputs = run_artifact(main, SampleFiles(holdout=self.samples), Path(tmp) / "runner.log")
+        return closeness(self.reference(), [[np.asarray(o, np.float32) for o in sample] for sample in outputs])

@@ -6,7 +6,7 @@ edgeq, only TensorFlow 2.19 and numpy 1.26 (imported inside the functions, so ed
 TFLiteConverter calibrates once (``_experimental_calibrate_only``: the float model with min/max statistics per tensor);
 every candidate is quantized from that one calibration with ``mlir_quantize`` (seconds), so trying candidates costs
 no new calibration pass. Candidates, in order: full integer; then the op outputs with the worst median per-channel SQNR
-(TFLite's QuantizationDebugger, ``_ranked_tensors`` of the convert script) and the ops that carry their range left float,
+(TFLite's QuantizationDebugger, ``ranked_tensors``) and the ops that carry their range left float,
 1, 2, 4, 8 groups. Each is scored by the worst-sample cosine of every output vs ONNX Runtime FP32 on the calibration
 samples; the first that reaches ``FIDELITY_TARGET`` wins, else the best one, and a float group is only kept when it
 gains at least ``MIN_GAIN`` over the full-integer model (float ops cost latency).
@@ -142,3 +142,88 @@ def pick(np, calibrated: bytes, io: str, rank, samples: list[list], references: 
               "target": FIDELITY_TARGET, "tried": tried, "chosen_float_tensors": list(dict.fromkeys([*(base or []), *best[2]])),
               "chosen_worst_cosine": round(best[1], 5)}
     return best[0], record
+
+
+def channel_sqnr(pre, post) -> float:
+    """Median over channels (last axis: TFLite is channel-last) of the SQNR in dB of ``post`` vs ``pre``."""
+    import numpy as np
+
+    pre, post = np.asarray(pre, np.float64), np.asarray(post, np.float64)
+    pre, post = pre.reshape(-1, pre.shape[-1] if pre.ndim else 1), post.reshape(-1, post.shape[-1] if post.ndim else 1)
+    signal, noise = (pre ** 2).sum(0), ((pre - post) ** 2).sum(0)
+    live = signal > 0
+    if not live.any():
+        return float("inf")
+    return float(np.median(10 * np.log10(signal[live] / np.maximum(noise[live], 1e-30))))
+
+
+def dequantized(np, values, scale: float, zero_point: int):
+    """An op's quantized output as float (a float tensor as it is: some ops of the debug model run float)."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.floating) or not scale:
+        return values.astype(np.float64)
+    return (values.astype(np.float64) - zero_point) * scale
+
+
+CHANNEL_MIXING_OPS = {"FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D"}
+"""Ops that mix channels: an outlier channel's range stops at their output, so float fallback stops there."""
+
+
+def consumers(ops: list[dict], names: dict[int, str], tensor: int | None, depth: int = 8) -> list[str]:
+    """Output tensors of the ops that read ``tensor``, followed through ops that keep channels apart (elementwise,
+    reshape, pooling …) up to and including the first channel-mixing op: keeping one activation float means every
+    op that carries its range until then runs float too."""
+    found: list[str] = []
+    frontier = [tensor] if tensor is not None else []
+    for _ in range(depth):
+        following = []
+        for op in ops:
+            if not any(index in list(op["inputs"]) for index in frontier):
+                continue
+            for out in op["outputs"]:
+                if out in names and names[out] not in found:
+                    found.append(names[out])
+                    if op["op_name"] not in CHANNEL_MIXING_OPS:
+                        following.append(out)
+        if not following:
+            break
+        frontier = following
+    return found
+
+
+def ranked_tensors(tf, np, calibrated: bytes, representative) -> list[dict]:
+    """Per-op quantization error of the INT8 model, worst first: TFLite's QuantizationDebugger runs each quantized op
+    beside its float version on the same (quantized) inputs; the error is the median per-channel SQNR of the op's
+    output. Each entry names the op's output tensor and the output tensors of the ops that read it (to leave a
+    tensor float, its producer and consumers both run float)."""
+    import csv
+    import io
+
+    from tensorflow.lite.python import convert as tflite_convert
+
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        quant_debug_model_content=tflite_convert.mlir_quantize(calibrated, enable_numeric_verify=True),
+        debug_dataset=representative,
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(
+            layer_direct_compare_metrics={"sqnr": lambda f, q, s, z: channel_sqnr(f, dequantized(np, q, s, z))}))
+    debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    rows = [row for row in csv.DictReader(io.StringIO(dump.getvalue())) if row.get("sqnr")]
+    # the op graph of the plain quantized model; its tensor names are the statistics' names, except where the
+    # converter added a suffix digit to keep names unique (a float I/O model's last op output 'PartitionedCall:01')
+    interpreter = tf.lite.Interpreter(model_content=tflite_convert.mlir_quantize(calibrated))
+    names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - inputs / outputs per op
+    known = {row["tensor_name"] for row in rows}
+
+    def stat_name(name: str) -> str:
+        return name if name in known or name[:-1] not in known else name[:-1]
+
+    by_name = {stat_name(name): index for index, name in names.items()}
+    ranked = []
+    for row in rows:
+        readers = [stat_name(n) for n in consumers(ops, names, by_name.get(row["tensor_name"]))]
+        ranked.append({"tensor": row["tensor_name"], "op": row["op_name"], "sqnr_db": float(row["sqnr"]),
+                       "consumers": [n for n in dict.fromkeys(readers) if n in known]})
+    return sorted(ranked, key=lambda r: r["sqnr_db"])

@@ -84,6 +84,70 @@ def convert(source: Any, out: Path, kind: str, calib: Any = None, io: str = "int
     return out
 
 
+def search_int8(source: Any, calib: Any, main: Path, io: str) -> dict[str, object] | None:
+    """The onnx2tf route's INT8 recipe search (``edgeq/tools/tflite_recipe.py``) for Keras sources: when ``main``
+    (TFLiteConverter's full-integer model) misses ``FIDELITY_TARGET`` worst-sample cosine on the first calibration
+    samples, calibrate once, rank the op outputs by TFLite's QuantizationDebugger (median per-channel SQNR) and try
+    the worst 1, 2, 4, 8 groups left float (selective quantization, ``mlir_quantize``); ``main`` is replaced by a
+    candidate only when its worst output gains ``MIN_GAIN``. Each candidate is scored as an artifact in a runner
+    child. Returns the search record for the recipe (None when the plain model reached the target)."""
+    import itertools
+
+    import tensorflow as tf
+
+    from edgeq.runtimes._picking import ChildScorer
+    from edgeq.tools import tflite_recipe
+
+    scorer = ChildScorer(source, itertools.islice(iter(calib), tflite_recipe.SCORE_SAMPLES))
+    plain = scorer(main)
+    record: dict[str, object] = {
+        "metric": f"worst-sample cosine per output vs the Keras model on {len(scorer.samples)} calibration samples",
+        "target": tflite_recipe.FIDELITY_TARGET, "tried": [{"float_tensors": 0, "worst_cosine": round(plain[0], 5)}]}
+    if plain[0] >= tflite_recipe.FIDELITY_TARGET:
+        return None
+    converter = _converter(source)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(source, calib)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    first = _representative(source, scorer.samples)
+    with quiet_tf():
+        calibrated = tflite_recipe.calibrate(converter)
+        ranked = tflite_recipe.ranked_tensors(tf, np, calibrated, first)
+    best: tuple[Path | None, tuple[float, float], list[str]] = (None, plain, [])
+    for count in tflite_recipe.GROUP_STEPS:
+        if count > len(ranked):
+            break
+        nodes = list(dict.fromkeys(n for group in ranked[:count] for n in [group["tensor"], *group["consumers"]]))
+        candidate = main.with_name(f"candidate-{count}.tflite")
+        with quiet_tf():
+            flatbuffer = bytes(tflite_recipe.quantize(calibrated, io, nodes))
+        candidate.write_bytes(_outputs_in_source_order(flatbuffer, source.output_names))
+        try:
+            score = scorer(candidate)
+        except Exception as exc:  # noqa: BLE001 - a candidate the runtime cannot run is skipped
+            record["tried"].append({"float_tensors": len(nodes), "error": str(exc)[:160]})
+            candidate.unlink()
+            continue
+        record["tried"].append({"float_tensors": len(nodes), "worst_cosine": round(score[0], 5)})
+        if score > best[1]:
+            if best[0] is not None:
+                best[0].unlink()
+            best = (candidate, score, nodes)
+        else:
+            candidate.unlink()
+        if score[0] >= tflite_recipe.FIDELITY_TARGET:
+            break
+    chosen, score, nodes = best
+    if chosen is not None and score[0] >= plain[0] + tflite_recipe.MIN_GAIN:
+        chosen.replace(main)
+        record |= {"chosen_float_tensors": nodes, "chosen_worst_cosine": round(score[0], 5)}
+    else:
+        if chosen is not None:
+            chosen.unlink()
+        record |= {"chosen_float_tensors": [], "chosen_worst_cosine": round(plain[0], 5)}
+    return record
+
+
 def _outputs_in_source_order(flatbuffer: bytes, output_names: list[str]) -> bytes:
     """The converter orders a subgraph's outputs by tensor index, not as the model returns them (a two-head
     Keras model came out swapped); runtimes list outputs in that order. Reorder the subgraph's output list

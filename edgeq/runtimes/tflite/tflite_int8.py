@@ -13,13 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError, UnsupportedConversion, failure_reason
 from edgeq.metrics import mixed_range_note
-from edgeq.runtimes._picking import SCORE_SAMPLES, Score, best, closeness, describe, run_all
+from edgeq.runtimes._picking import SCORE_SAMPLES, ChildScorer, Score, best, describe
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 
@@ -62,34 +61,6 @@ def _empty(folder: Path, remove: bool) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-class RouteScorer:
-    """Scores ONNX→TFLite route artifacts against ONNX Runtime FP32 on the first calibration samples (both routes
-    take and give tensors in the ONNX layout); each artifact runs in a runner child process, so a runtime that
-    aborts on one route's graph costs that route, not the export."""
-
-    def __init__(self, source, calib):
-        self.samples = list(itertools.islice(iter(calib), SCORE_SAMPLES))
-        self.count = len(self.samples)
-        self._source = source
-        self._reference: list | None = None
-
-    def reference(self) -> list:
-        if self._reference is None:
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(str(self._source.onnx_path()), providers=["CPUExecutionProvider"])
-            names = [i.name for i in session.get_inputs()]
-            self._reference = run_all(lambda feeds: session.run(None, {n: feeds[n] for n in names}), self.samples)
-        return self._reference
-
-    def score(self, main: Path) -> Score:
-        from edgeq.verification import SampleFiles, run_artifact
-
-        with tempfile.TemporaryDirectory(prefix=".route-score-", dir=main.parent.parent) as tmp:
-            _, outputs = run_artifact(main, SampleFiles(holdout=self.samples), Path(tmp) / "runner.log")
-        return closeness(self.reference(), [[np.asarray(o, np.float32) for o in sample] for sample in outputs])
-
-
 class TfliteInt8Config(FallbackConfig):
     """tflite-int8 options (model I/O and narrow convolutions are the shared --tflite-io / --tflite-narrow-convs)."""
 
@@ -119,8 +90,17 @@ class TfliteInt8(Backend):
             from edgeq.runtimes.tflite import _tflite_keras
 
             main = _tflite_keras.convert(source, out_dir / "model.tflite", "int8", calib, options.tflite_io)
-            return ExportedFiles(main=main, recipe=_tflite_keras.recipe(source, "int8", options.tflite_io),
-                                 notes=[f"{_tflite_keras.NOTES['int8']}; {options.tflite_io} model I/O"])
+            recipe = _tflite_keras.recipe(source, "int8", options.tflite_io)
+            notes = [f"{_tflite_keras.NOTES['int8']}; {options.tflite_io} model I/O"]
+            search = _tflite_keras.search_int8(source, calib, main, options.tflite_io)
+            if search is not None:
+                recipe["recipe_search"] = search
+                floated = search["chosen_float_tensors"]
+                recipe["float_tensor_count"] = len(floated)
+                notes.append(f"{len(floated)} op output(s) float: worst cosine {search['tried'][0]['worst_cosine']} -> "
+                             f"{search['chosen_worst_cosine']} on calibration samples (recipe search)" if floated else
+                             f"recipe search: no float group gained on calibration samples ({search['tried']})")
+            return ExportedFiles(main=main, recipe=recipe, notes=notes)
         if options.qat is not None:  # quantization-aware training (edgeq/qat.py), then the same lowering
             from edgeq.runtimes.tflite.adapter import ADAPTER
 
@@ -141,7 +121,7 @@ class TfliteInt8(Backend):
         failed: dict[str, str] = {}
         scores: dict[str, Score] = {}
         kept: ExportedFiles | None = None
-        scorer = RouteScorer(source, calib)
+        scorer = ChildScorer(source, itertools.islice(iter(calib), SCORE_SAMPLES))
         # litert-torch does not keep mixed-range outputs float: its whole-output cosine would hide zeroed class scores
         compare = len(routes) > 1 and not source.mixed_range_outputs(calib)
         for route in routes:
@@ -150,7 +130,7 @@ class TfliteInt8(Backend):
                 files = self._onnx2tf(source, calib, build, options) if route == "onnx2tf" \
                     else self._litert(source, calib, build, options)
                 if compare:
-                    scores[route] = scorer.score(files.main)
+                    scores[route] = scorer(files.main)
             except Exception as exc:  # noqa: BLE001 - any failure of one route hands over to the next
                 failed[route] = failure_reason(exc, 300)
                 _empty(build, remove=build != out_dir)
@@ -175,7 +155,7 @@ class TfliteInt8(Backend):
             kept.notes.append("other route(s) failed: " + "; ".join(f"{r}: {e}" for r, e in failed.items()))
         if len(scores) > 1:
             kept.recipe["route_scores"] = {route: list(score) for route, score in scores.items()}
-            kept.notes.append(f"route closest to FP32 on {scorer.count} calibration samples (worst/mean cosine): "
+            kept.notes.append(f"route closest to FP32 on {len(scorer.samples)} calibration samples (worst/mean cosine): "
                               + describe(scores))
         return kept
 
