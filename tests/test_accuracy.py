@@ -51,8 +51,8 @@ def test_max_drop_returns_sensitive_layers_to_float(backend: str, sensitive_weig
     code = _export(f"{SENSITIVE}:SensitiveDigitsNet", "--weights", str(sensitive_weights),
                    "--calib", "sklearn-digits:calib", "--calib-samples", "100", "--holdout-samples", "20",
                    "--eval", "sklearn-digits:eval", "--max-drop", "0.01", "--fallback", "fp32", "-b", backend,
-                   # onnx-qdq's default fidelity floor already repairs this model (int16 on the outlier activations)
-                   *(["-O", "onnx-qdq.fidelity_floor=0"] if backend == "onnx-qdq" else []),
+                   # the default fidelity floors already repair this model (onnx-qdq: int16 on the outlier activation)
+                   "-O", f"{backend}.fidelity_floor=0",
                    "--out", str(tmp_path))
     assert code == 0
     art = Manifest.read(tmp_path / "sensitive_digits" / "manifest.json").artifact(backend)
@@ -138,7 +138,7 @@ def test_max_drop_from_onnx_source(sensitive_weights: Path, tmp_path: Path) -> N
     onnx_file = tmp_path / "src" / "sensitive_digits" / "onnx-fp32" / "model.onnx"
     code = _export(str(onnx_file), "--calib", "sklearn-digits:calib", "--calib-samples", "100", "--holdout-samples",
                    "20", "--eval", "sklearn-digits:eval", "--max-drop", "0.01", "-b", "onnx-qdq", "-b", "openvino-int8",
-                   "-b", "tflite-int8", "-O", "onnx-qdq.fidelity_floor=0",  # the floor alone repairs this model
+                   "-b", "tflite-int8", *(arg for b in ("onnx-qdq", "openvino-int8", "tflite-int8") for arg in ("-O", f"{b}.fidelity_floor=0")),
                    "--out", str(tmp_path / "out"))
     assert code == 0
     manifest = Manifest.read(tmp_path / "out" / "model" / "manifest.json")

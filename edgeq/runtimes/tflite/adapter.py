@@ -24,13 +24,6 @@ from edgeq.runtimes.base import ExportedFiles
 from edgeq.types import ExportOptions, Feeds
 
 
-def _layer_id(node: Any) -> str:
-    """The node's module path (``features.3``), or ``node:<name>`` for an op of the top-level module."""
-    stack = node.meta.get("nn_module_stack") or {}
-    path = str(list(stack.values())[-1][0]) if stack else ""
-    return path or f"node:{node.name}"
-
-
 def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: bool = False) -> list[LayerGroup]:
     """Quantized activations of PT2E's converted reference graph (quantize → dequantize pairs run in torch), worst
     median per-channel SQNR first.
@@ -41,17 +34,11 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: b
     import torch
 
     from edgeq.runtimes.tflite._tflite import calibrated_graph, quiet
+    from edgeq.runtimes.tflite._tflite_floor import pair_layers, quantized_pairs
 
     with quiet(), torch.no_grad():  # the same graph (and node names) as convert_int8
         graph = calibrated_graph(source, calib, "tflite-int8", narrow_convs_float=narrow_convs_float, float_io=True)[0]
-        pairs = []  # (quantize node input, dequantize node) per activation
-        for node in graph.graph.nodes:
-            if node.op == "call_function" and "quantize_per_tensor" in str(node.target) \
-                    and "dequantize" not in str(node.target) and isinstance(node.args[0], torch.fx.Node) \
-                    and node.args[0].op != "get_attr":
-                for user in node.users:
-                    if "dequantize" in str(user.target):
-                        pairs.append((node.args[0], user))
+        pairs = quantized_pairs(graph)  # (quantize node input, dequantize node) per activation
         watched = {n for pair in pairs for n in pair}
         values: dict[Any, list[np.ndarray]] = {n: [] for n in watched}
 
@@ -66,8 +53,7 @@ def rank_pt2e(source: Any, calib: Any, feeds: list[Feeds], narrow_convs_float: b
         for sample in feeds:
             recorder.run(*source.example_inputs(sample))
     return sqnr_ranking([(pre.name, values[pre], values[dq],
-                          list(dict.fromkeys(_layer_id(n) for n in [pre, *dq.users] if n.op == "call_function")))
-                         for pre, dq in pairs if values[pre]])
+                          pair_layers((pre, dq))) for pre, dq in pairs if values[pre]])
 
 
 def rank_onnx2tf(source: Any, calib: Any) -> list[LayerGroup]:

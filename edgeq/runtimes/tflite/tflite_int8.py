@@ -18,7 +18,7 @@ from pydantic import Field
 from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError, UnsupportedConversion, failure_reason
 from edgeq.metrics import mixed_range_note
-from edgeq.runtimes._picking import SCORE_SAMPLES, ChildScorer, Score, best, describe
+from edgeq.runtimes._picking import SCORE_SAMPLES, ChildScorer, Score, best, describe, trial_split
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 
@@ -70,6 +70,9 @@ class TfliteInt8Config(FallbackConfig):
                                                        "(accuracy control adds to them)")
     float_nodes: list[str] = Field([], description="onnx2tf route: TFLite tensors the converter leaves float "
                                                    "(accuracy control adds to them)")
+    fidelity_floor: float = Field(0.99, ge=0.0, le=1.0, description=(
+        "litert-torch routes: held-back worst-sample cosine below which the modules around the costliest "
+        "activations stay float; 0 = off"))
 
 
 class TfliteInt8(Backend):
@@ -183,6 +186,8 @@ class TfliteInt8(Backend):
         narrow_float = options.tflite_narrow_convs == "float"
         main, per_channel = convert_int8(source, calib, out_dir / "model.tflite", self.name, exclude_modules=excluded,
                                          narrow_convs_float=narrow_float, float_io=float_io)
+        floor = self.config_of(options).fidelity_floor
+        floor_note = self._floor(source, calib, main, narrow_float, float_io, floor) if floor and not excluded else ""
         route = "onnx2fx → litert-torch PT2E" if source.framework == "onnx" else "litert-torch PT2E"
         recipe = {"route": route, "export": "strict", "per_channel": per_channel, "symmetric": True,
                   "io": options.tflite_io, "calibration": "minmax", "layout": source.layout,
@@ -190,8 +195,67 @@ class TfliteInt8(Backend):
                   if narrow_float else "int8"}
         if excluded:
             recipe["float_modules"] = excluded
+        if floor_note:
+            recipe["fidelity_floor"] = floor_note
         note = ("int8 weights and activations, float32 model I/O (QUANTIZE / DEQUANTIZE ops at the boundary)" if float_io
                 else "int8 weights, activations and I/O")
         if narrow_float:
             note += f"; heavy convolutions over < {NARROW_CONV_CHANNELS} input channels in float (--tflite-narrow-convs)"
-        return ExportedFiles(main=main, recipe=recipe, notes=[note])
+        return ExportedFiles(main=main, recipe=recipe, notes=[note] + ([floor_note] if floor_note else []))
+
+    def _floor(self, source, calib, main: Path, narrow_float: bool, float_io: bool, floor: float) -> str:
+        """Below ``floor`` worst-sample cosine on the last min(16, N/4) calibration samples: the modules around the
+        activations that do the most damage alone (``_tflite_floor``) left float, the worst 1, 2, 4, 8 converted and
+        scored, ``main`` replaced by the first reaching ``floor`` (else the best gaining ``FLOOR_MIN_GAIN``). Every
+        candidate is calibrated on all samples like the plain model (a conversion each), so these scoring samples
+        are calibration samples for all of them alike. Returns the note for the manifest ("" when the plain model
+        holds)."""
+        import torch
+
+        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_counts
+        from edgeq.runtimes.tflite._tflite import calibrated_graph, quiet
+        from edgeq.runtimes.tflite._tflite_floor import rank_by_damage
+
+        split = trial_split(calib)
+        if split is None:
+            return ""
+        held = split[1]
+        scorer = ChildScorer(source, held)
+        plain = scorer(main)
+        if plain[0] >= floor:
+            return ""
+        try:
+            with quiet(), torch.no_grad():
+                graph = calibrated_graph(source, calib, self.name, narrow_convs_float=narrow_float, float_io=True)[0]
+            ranking, total = rank_by_damage(source, graph, held[:RANK_SAMPLES], scorer.reference()[:RANK_SAMPLES])
+        except Exception as exc:  # noqa: BLE001 - the floor only improves; when it fails the plain model stays
+            return f"fidelity floor {floor}: ranking failed ({failure_reason(exc, 160)}); plain model kept"
+        helpful = [layers for layers, damage in ranking if damage > 0]
+        tried: dict[int, tuple[Score, list[str], Path]] = {}
+        failed = ""
+        for count in floor_counts(len(helpful)):
+            modules = list(dict.fromkeys(layer for layers in helpful[:count] for layer in layers))
+            build = Path(tempfile.mkdtemp(dir=main.parent.parent, prefix=".tflite-floor-"))
+            try:
+                path = convert_int8(source, calib, build / main.name, self.name, exclude_modules=modules,
+                                    narrow_convs_float=narrow_float, float_io=float_io)[0]
+                tried[count] = scorer(path), modules, path
+            except Exception as exc:  # noqa: BLE001 - stop at the last candidate that converted and ran
+                shutil.rmtree(build, ignore_errors=True)
+                failed = f"; {count} float failed: {failure_reason(exc, 120)}"
+                break
+            if tried[count][0][0] >= floor:
+                break
+        reached = f"{len(ranking)} of {total} activations ranked" + ("" if len(ranking) == total else " (time budget)")
+        shown = ", ".join(f"{k} float {score[0]:.4f}/{score[1]:.4f}" for k, (score, _, _) in tried.items()) + failed
+        best_count = max(tried, key=lambda k: tried[k][0], default=None)
+        note = f"fidelity floor {floor}: {plain[0]:.4f}/{plain[1]:.4f}, no candidate gained ({shown}; {reached})"
+        if best_count is not None and tried[best_count][0][0] >= plain[0] + FLOOR_MIN_GAIN:
+            score, modules, path = tried[best_count]
+            path.replace(main)
+            note = (f"fidelity floor {floor}: worst/mean cosine {plain[0]:.4f}/{plain[1]:.4f} -> "
+                    f"{score[0]:.4f}/{score[1]:.4f} with {', '.join(modules)} float (around the activations that "
+                    f"alone cost the output most, {reached}; tried: {shown})")
+        for _, _, path in tried.values():
+            shutil.rmtree(path.parent, ignore_errors=True)
+        return note
