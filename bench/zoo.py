@@ -573,9 +573,12 @@ def run_peers(source: Any, fp32_onnx: Path | None, calib: list[dict[str, np.ndar
     return found
 
 
-def measure_model(entry: dict[str, Any], backends: list[str], calib_n: int, hold_n: int, work: Path) -> dict[str, Any]:
-    """Prepare, export with edgeq, run the peers, measure; one JSON-able row per backend."""
+def measure_model(entry: dict[str, Any], backends: list[str], calib_n: int, hold_n: int, work: Path,
+                  options: list[str] | None = None) -> dict[str, Any]:
+    """Prepare, export with edgeq (``options``: ``-O BACKEND.KEY=VALUE`` texts), run the peers, measure; one
+    JSON-able row per backend."""
     import edgeq
+    from edgeq.backends.options import build_configs, parse_assignment
     from edgeq.models import load_model
 
     parts = prepare_model(entry)
@@ -591,7 +594,8 @@ def measure_model(entry: dict[str, Any], backends: list[str], calib_n: int, hold
     started = time.perf_counter()
     manifest = edgeq.export(parts["model"], str(calib_path), backends=wanted, out=work / "edgeq",
                             weights=parts["weights"], input_shapes=parts["input_shapes"] or None,
-                            holdout=str(hold_path), calib_samples=calib_n, holdout_samples=hold_n)
+                            holdout=str(hold_path), calib_samples=calib_n, holdout_samples=hold_n,
+                            configs=build_configs(parse_assignment(text) for text in options or []))
     model_dir = work / "edgeq" / manifest.model.name
     rows = {a.backend: a for a in manifest.artifacts}
     fp32_onnx = model_dir / rows["onnx-fp32"].path if "onnx-fp32" in rows and rows["onnx-fp32"].status == "ok" else None
@@ -671,7 +675,7 @@ def markdown(results: list[dict[str, Any]], dense_names: set[str]) -> str:
 def run_one(args: argparse.Namespace) -> None:
     entry = next(e for e in load_entries() if e["name"] == args.one)
     with tempfile.TemporaryDirectory(prefix=f"zoo-{entry['name']}-") as tmp:
-        result = measure_model(entry, args.backends.split(","), args.calib, args.holdout, Path(tmp))
+        result = measure_model(entry, args.backends.split(","), args.calib, args.holdout, Path(tmp), args.option)
     Path(args.json).write_text(json.dumps(result, indent=1, default=str))
 
 
@@ -686,6 +690,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=2400, help="seconds per model")
     parser.add_argument("--parallel", type=int, default=1, help="models measured at once (each in its own process)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "zoo.json"))
+    parser.add_argument("-O", "--option", action="append", default=[],
+                        help="BACKEND.KEY=VALUE for edgeq's export, as edgeq export -O (repeatable)")
     parser.add_argument("--render", help="print the markdown table of result JSON files (comma-separated, later wins)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
@@ -740,7 +746,8 @@ def measure_in_process(entry: dict[str, Any], args: argparse.Namespace) -> dict[
     started = time.perf_counter()
     with tempfile.NamedTemporaryFile(suffix=".json") as result_file:
         command = [sys.executable, __file__, "--one", entry["name"], "--json", result_file.name,
-                   "--backends", args.backends, "--calib", str(args.calib), "--holdout", str(args.holdout)]
+                   "--backends", args.backends, "--calib", str(args.calib), "--holdout", str(args.holdout),
+                   *(arg for text in args.option for arg in ("-O", text))]
         log = CACHE / "logs" / f"{entry['name']}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as handle:

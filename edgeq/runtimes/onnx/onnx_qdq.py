@@ -39,7 +39,7 @@ from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError, failure_reason
-from edgeq.runtimes._picking import SCORE_SAMPLES, trial_split
+from edgeq.runtimes._picking import SCORE_SAMPLES, floor_applies, trial_split
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.onnx._onnx import (
     detect_target,
@@ -399,7 +399,8 @@ class OnnxQdq(Backend):
                 f"(cosine min/mean {bits[True][0]:.5f}/{bits[True][1]:.5f} with 7-bit, {bits[False][0]:.5f}/"
                 f"{bits[False][1]:.5f} with 8-bit; 8-bit may saturate VPMADDUBSW)")}
         plain = bits[reduce] if pick_bits else scores.get(chosen_trial)
-        if split is not None and plain is not None and config.fidelity_floor and types["activation"] in EIGHT_BIT \
+        if split is not None and floor_applies(held) and plain is not None and config.fidelity_floor \
+                and types["activation"] in EIGHT_BIT \
                 and not (config.int16_tensors or config.nodes_to_exclude):
             options, chosen = self._floor(source, fit, prepped, work, options, chosen, chosen_trial, reduce,
                                           float_nodes, scorer, plain)

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from edgeq.backend_config import FallbackConfig, OpenvinoRouteConfig
 from edgeq.errors import BackendError, CalibrationError, failure_reason
-from edgeq.runtimes._picking import Outputs, Score, closeness, trial_split
+from edgeq.runtimes._picking import Outputs, Score, closeness, floor_applies, trial_split
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.openvino._openvino import (
     convert_source,
@@ -178,7 +178,7 @@ class OpenvinoInt8(Backend):
 
                     reference = reference_outputs(model, samples)
                     trial, scores = pick_trial(trials, fit_quantize, reference, samples, out_dir.parent, save)
-                    if config.fidelity_floor and not control and not ignored \
+                    if config.fidelity_floor and floor_applies(samples) and not control and not ignored \
                             and scores[trial.label][0] < config.fidelity_floor:
                         trial, floor_note = self._floor(trial, scores[trial.label], fit_quantize, reference, samples,
                                                         out_dir.parent, save, config.fidelity_floor)

@@ -18,7 +18,15 @@ from pydantic import Field
 from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError, UnsupportedConversion, failure_reason
 from edgeq.metrics import mixed_range_note
-from edgeq.runtimes._picking import SCORE_SAMPLES, ChildScorer, Score, best, describe, trial_split
+from edgeq.runtimes._picking import (
+    SCORE_SAMPLES,
+    ChildScorer,
+    Score,
+    best,
+    describe,
+    floor_applies,
+    trial_split,
+)
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 
@@ -217,7 +225,7 @@ class TfliteInt8(Backend):
         from edgeq.runtimes.tflite._tflite_floor import rank_by_damage
 
         split = trial_split(calib)
-        if split is None:
+        if split is None or not floor_applies(split[1]):
             return ""
         held = split[1]
         scorer = ChildScorer(source, held)
