@@ -79,8 +79,8 @@ class TfliteInt8Config(FallbackConfig):
     float_nodes: list[str] = Field([], description="onnx2tf route: TFLite tensors the converter leaves float "
                                                    "(accuracy control adds to them)")
     fidelity_floor: float = Field(0.99, ge=0.0, le=1.0, description=(
-        "litert-torch routes: held-back worst-sample cosine below which the modules around the costliest "
-        "activations stay float; 0 = off"))
+        "litert-torch routes: worst-sample cosine below which the modules around the costliest activations stay "
+        "float; 0 = off (also the Keras sources' recipe search)"))
 
 
 class TfliteInt8(Backend):
@@ -103,7 +103,8 @@ class TfliteInt8(Backend):
             main = _tflite_keras.convert(source, out_dir / "model.tflite", "int8", calib, options.tflite_io)
             recipe = _tflite_keras.recipe(source, "int8", options.tflite_io)
             notes = [f"{_tflite_keras.NOTES['int8']}; {options.tflite_io} model I/O"]
-            search = _tflite_keras.search_int8(source, calib, main, options.tflite_io)
+            floor_on = bool(self.config_of(options).fidelity_floor)  # 0 turns the Keras recipe search off too
+            search = _tflite_keras.search_int8(source, calib, main, options.tflite_io) if floor_on else None
             if search is not None:
                 recipe["recipe_search"] = search
                 floated = search["chosen_float_tensors"]
