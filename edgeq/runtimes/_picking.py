@@ -178,3 +178,26 @@ class ChildScorer:
         with tempfile.TemporaryDirectory(prefix=".score-", dir=main.parent.parent) as tmp:
             _, outputs = run_artifact(main, SampleFiles(holdout=self.samples), Path(tmp) / "runner.log")
         return closeness(self.reference(), [[np.asarray(o, np.float32) for o in sample] for sample in outputs])
+
+
+def floor_candidates(available: int, build: Callable[[int], tuple[Sequence[float], Any]], floor: float,
+                     label: str) -> tuple[dict[int, tuple[Sequence[float], Any]], str]:
+    """The fidelity floor's candidates: ``build(count)`` makes and scores the one that changes the top ``count`` of
+    ``available`` ranked quantizers (``floor_counts``), returning (scores with the worst-sample cosine first, what
+    it changed). Stops at the first that reaches ``floor`` or fails; returns (by count, "" or the failure)."""
+    from edgeq.errors import failure_reason
+
+    tried: dict[int, tuple[Sequence[float], Any]] = {}
+    for count in floor_counts(available):
+        try:
+            tried[count] = build(count)
+        except Exception as exc:  # noqa: BLE001 - e.g. a graph the runtime cannot load: keep what was built
+            return tried, f"; {count} {label} failed: {failure_reason(exc, 120)}"
+        if tried[count][0][0] >= floor:
+            break
+    return tried, ""
+
+
+def ranked_note(ranked: int, total: int, what: str) -> str:
+    """"12 of 40 activations ranked (time budget)" for a floor's note."""
+    return f"{ranked} of {total} {what} ranked" + ("" if ranked == total else " (time budget)")

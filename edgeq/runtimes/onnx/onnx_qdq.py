@@ -416,7 +416,7 @@ class OnnxQdq(Backend):
         """Below ``fidelity_floor`` on the held-back samples: int16 activations on the tensors whose 8-bit
         quantization costs the output most (``_qdq_floor``), the top 1, 2, 4, 8 tried, the first reaching the floor
         (else the best that gains ``FLOOR_MIN_GAIN``) kept. Returns the options and types to build the artifact."""
-        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_counts
+        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_candidates, ranked_note
         from edgeq.runtimes.onnx._qdq_floor import rank_by_damage
 
         config: OnnxQdqConfig = self.config_of(options)
@@ -429,21 +429,17 @@ class OnnxQdq(Backend):
             return options, {**chosen, "floor": f"fidelity floor {config.fidelity_floor}: ranking failed "
                                                 f"({failure_reason(exc, 160)}); plain model kept"}
         helpful = [tensor for tensor, damage in ranking if damage > 0]
-        tried: dict[int, tuple[float, float, float]] = {}
-        failed = ""
-        for count in floor_counts(len(helpful)):
+
+        def build(count: int) -> tuple[tuple[float, float, float], list[str]]:
             candidate = with_config_value(self, options, int16_tensors=helpful[:count])
-            try:
-                tried[count] = scorer(self._quantize(source, fit, prepped, work / f"floor-{count}.onnx", work,
-                                                     candidate, chosen, trial.method, float_nodes))
-            except Exception as exc:  # noqa: BLE001 - e.g. an int16 Q/DQ ORT cannot load: stop at the last that built
-                failed = f"; {count} int16 failed: {failure_reason(exc, 120)}"
-                break
-            if tried[count][0] >= config.fidelity_floor:
-                break
+            return scorer(self._quantize(source, fit, prepped, work / f"floor-{count}.onnx", work, candidate, chosen,
+                                         trial.method, float_nodes)), helpful[:count]
+
+        candidates, failed = floor_candidates(len(helpful), build, config.fidelity_floor, "int16")
+        tried = {count: score for count, (score, _) in candidates.items()}
         best = max(tried, key=lambda k: tried[k][:2], default=None)
         shown = ", ".join(f"{k} int16 {v[0]:.4f}/{v[2]:.4f}" for k, v in tried.items()) + failed
-        reached = f"{len(ranking)} of {total} activations ranked" + ("" if len(ranking) == total else " (time budget)")
+        reached = ranked_note(len(ranking), total, "activations")
         if best is None or not (tried[best][0] >= plain[0] + FLOOR_MIN_GAIN or tried[best][2] >= plain[2] + FLOOR_MIN_GAIN):
             note = (f"fidelity floor {config.fidelity_floor}: {plain[0]:.4f}/{plain[2]:.4f} held back, no int16 "
                     f"candidate gained ({shown or 'no tensor helped'}; {reached})")

@@ -241,7 +241,7 @@ class OpenvinoInt8(Backend):
         """Below ``floor`` on the held-back samples: the ops reading the activation quantizers that do the most damage
         alone (``_openvino_floor``) kept float, the top 1, 2, 4, 8 tried (each a real ``nncf.quantize``, scored as a
         saved IR), the first reaching ``floor`` (else the best gaining ``FLOOR_MIN_GAIN``) kept."""
-        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_counts
+        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_candidates, ranked_note
         from edgeq.runtimes.openvino._openvino_floor import consumers, rank_by_damage
 
         try:
@@ -250,21 +250,15 @@ class OpenvinoInt8(Backend):
         except Exception as exc:  # noqa: BLE001 - the floor only improves; when it fails the plain model stays
             return trial, f"fidelity floor {floor}: ranking failed ({failure_reason(exc, 160)}); plain model kept"
         helpful = [name for name, damage in ranking if damage > 0]
-        tried: dict[int, tuple[Trial, Score]] = {}
-        failed = ""
-        for count in floor_counts(len(helpful)):
+
+        def build(count: int) -> tuple[Score, Trial]:
             names = list(dict.fromkeys(n for q in helpful[:count] for n in consumers(quantized, q)))
             candidate = replace(trial, float_names=tuple(dict.fromkeys(trial.float_names + tuple(names))))
-            try:
-                tried[count] = candidate, closeness(reference, saved_ir_outputs(fit_quantize(candidate), samples,
-                                                                                work, save))
-            except Exception as exc:  # noqa: BLE001 - stop at the last candidate that built
-                failed = f"; {count} float failed: {failure_reason(exc, 120)}"
-                break
-            if tried[count][1][0] >= floor:
-                break
-        reached = f"{len(ranking)} of {total} activation quantizers ranked" + (
-            "" if len(ranking) == total else " (time budget)")
+            return closeness(reference, saved_ir_outputs(fit_quantize(candidate), samples, work, save)), candidate
+
+        candidates, failed = floor_candidates(len(helpful), build, floor, "float")
+        tried = {count: (candidate, score) for count, (score, candidate) in candidates.items()}
+        reached = ranked_note(len(ranking), total, "activation quantizers")
         shown = ", ".join(f"{k} float {score[0]:.4f}/{score[1]:.4f}" for k, (_, score) in tried.items()) + failed
         best_count = max(tried, key=lambda k: tried[k][1], default=None)
         if best_count is None or tried[best_count][1][0] < plain[0] + FLOOR_MIN_GAIN:

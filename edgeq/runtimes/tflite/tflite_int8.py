@@ -226,7 +226,7 @@ class TfliteInt8(Backend):
         0.991 on them, 0.989 -> 0.965 held out). Returns the note for the manifest ("" when the plain model holds)."""
         import torch
 
-        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_counts
+        from edgeq.runtimes._picking import FLOOR_MIN_GAIN, RANK_SAMPLES, floor_candidates, ranked_note
         from edgeq.runtimes.tflite._tflite import calibrated_graph, quiet
         from edgeq.runtimes.tflite._tflite_floor import rank_by_damage
 
@@ -251,19 +251,13 @@ class TfliteInt8(Backend):
             except Exception as exc:  # noqa: BLE001 - the floor only improves; when it fails the plain model stays
                 return f"fidelity floor {floor}: ranking failed ({failure_reason(exc, 160)}); plain model kept"
             helpful = [layers for layers, damage in ranking if damage > 0]
-            tried: dict[int, tuple[Score, list[str]]] = {}
-            failed = ""
-            for count in floor_counts(len(helpful)):
+
+            def build(count: int) -> tuple[Score, list[str]]:
                 modules = list(dict.fromkeys(layer for layers in helpful[:count] for layer in layers))
-                try:
-                    tried[count] = scorer(convert(f"floor-{count}.tflite", modules)), modules
-                except Exception as exc:  # noqa: BLE001 - stop at the last candidate that converted and ran
-                    failed = f"; {count} float failed: {failure_reason(exc, 120)}"
-                    break
-                if tried[count][0][0] >= floor:
-                    break
-            reached = f"{len(ranking)} of {total} activations ranked" + (
-                "" if len(ranking) == total else " (time budget)")
+                return scorer(convert(f"floor-{count}.tflite", modules)), modules
+
+            tried, failed = floor_candidates(len(helpful), build, floor, "float")
+            reached = ranked_note(len(ranking), total, "activations")
             shown = ", ".join(f"{k} float {score[0]:.4f}/{score[1]:.4f}" for k, (score, _) in tried.items()) + failed
             best_count = max(tried, key=lambda k: tried[k][0], default=None)
             if best_count is None or tried[best_count][0][0] < plain[0] + FLOOR_MIN_GAIN:
