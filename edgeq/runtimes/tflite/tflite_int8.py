@@ -104,7 +104,13 @@ class TfliteInt8(Backend):
             recipe = _tflite_keras.recipe(source, "int8", options.tflite_io)
             notes = [f"{_tflite_keras.NOTES['int8']}; {options.tflite_io} model I/O"]
             floor_on = bool(self.config_of(options).fidelity_floor)  # 0 turns the Keras recipe search off too
-            search = _tflite_keras.search_int8(source, calib, main, options.tflite_io) if floor_on else None
+            try:
+                search = _tflite_keras.search_int8(source, calib, main, options.tflite_io) if floor_on else None
+            except Exception as exc:  # noqa: BLE001 - the search only improves; the plain artifact stays
+                for leftover in out_dir.glob("candidate-*.tflite"):
+                    leftover.unlink()
+                search = None
+                notes.append(f"recipe search failed ({failure_reason(exc, 160)}); full-integer model kept")
             if search is not None:
                 recipe["recipe_search"] = search
                 floated = search["chosen_float_tensors"]
