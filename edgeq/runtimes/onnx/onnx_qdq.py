@@ -40,6 +40,7 @@ from pydantic import Field
 from edgeq.backend_config import FallbackConfig
 from edgeq.errors import BackendError, failure_reason
 from edgeq.runtimes._picking import SCORE_SAMPLES, floor_applies, trial_split
+from edgeq.runtimes.adapter import with_option
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.onnx._onnx import (
     detect_target,
@@ -194,11 +195,6 @@ class Trial(NamedTuple):
 
     def types(self, types: dict[str, object], reduce_range: bool) -> dict[str, object]:
         return {**types, "per_channel": self.per_channel, "mac_only": self.mac_only, "reduce_range": reduce_range}
-
-
-def with_config_value(backend: Backend, options, **changes: object):
-    """``options`` with ``backend``'s config changed (validated)."""
-    return options.with_config(backend.name, backend.config_of(options).updated(**changes))
 
 
 def recipe_trials(config, method: str, calib_method: str) -> list[Trial]:
@@ -372,7 +368,8 @@ class OnnxQdq(Backend):
         """
         config: OnnxQdqConfig = self.config_of(options)
         trials = recipe_trials(config, method, options.calib_method)
-        split = trial_split(calib) if len(trials) > 1 or pick_bits else None
+        measure = len(trials) > 1 or pick_bits  # else nothing to choose: quantize once, on every sample
+        split = trial_split(calib) if measure else None
         fit, held = split if split is not None else (calib, list(itertools.islice(iter(calib), SCORE_SAMPLES)))
         scorer = OutputScorer(source.onnx_path(), held, [s.name for s in source.inputs])
 
@@ -383,7 +380,7 @@ class OnnxQdq(Backend):
             return scorer(path)
 
         reduce = bool(types["reduce_range"])
-        scores = {trial: score(trial, reduce) for trial in trials} if len(trials) > 1 or pick_bits else {}
+        scores = {trial: score(trial, reduce) for trial in trials} if measure else {}
         chosen_trial = best_trial(scores) if scores else trials[0]
         where = f"{len(held)} held-back calibration samples" if split is not None else "calibration samples"
         chosen = chosen_trial.types(types, reduce)
@@ -431,7 +428,7 @@ class OnnxQdq(Backend):
         helpful = [tensor for tensor, damage in ranking if damage > 0]
 
         def build(count: int) -> tuple[tuple[float, float, float], list[str]]:
-            candidate = with_config_value(self, options, int16_tensors=helpful[:count])
+            candidate = with_option(options, self.name, int16_tensors=helpful[:count])
             return scorer(self._quantize(source, fit, prepped, work / f"floor-{count}.onnx", work, candidate, chosen,
                                          trial.method, float_nodes)), helpful[:count]
 
@@ -448,7 +445,7 @@ class OnnxQdq(Backend):
         note = (f"fidelity floor {config.fidelity_floor}: worst-sample/pooled cosine {plain[0]:.4f}/{plain[2]:.4f} "
                 f"held back -> {tried[best][0]:.4f}/{tried[best][2]:.4f} with int16 activations on {', '.join(tensors)} "
                 f"(the tensors whose 8-bit quantization alone cost the output most, {reached}; tried: {shown})")
-        return with_config_value(self, options, int16_tensors=tensors), {**chosen, "floor": note,
+        return with_option(options, self.name, int16_tensors=tensors), {**chosen, "floor": note,
                                                                           "int16_tensors": tensors}
 
     @staticmethod

@@ -27,6 +27,7 @@ from edgeq.runtimes._picking import (
     floor_applies,
     trial_split,
 )
+from edgeq.runtimes.adapter import with_option
 from edgeq.runtimes.base import Backend, ExportedFiles
 from edgeq.runtimes.tflite._tflite import NARROW_CONV_CHANNELS, NARROW_CONV_MIN_MACS, convert_int8
 
@@ -146,8 +147,7 @@ class TfliteInt8(Backend):
             build = out_dir if kept is None else Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tflite-route-"))
             # an alternative route is built plain: its fidelity floor (up to four more conversions) made PP-OCRv6-tiny
             # recognition's tflite-int8 export take 998 s, and the comparison is between the routes' own recipes
-            route_options = options if kept is None else options.with_config(
-                self.name, self.config_of(options).updated(fidelity_floor=0.0))
+            route_options = options if kept is None else with_option(options, self.name, fidelity_floor=0.0)
             try:
                 files = self._onnx2tf(source, calib, build, route_options) if route == "onnx2tf" \
                     else self._litert(source, calib, build, route_options)
